@@ -1,0 +1,181 @@
+"""Fixtures: one PostgreSQL server and one real HTTP server per test run.
+
+``ZBAAS_TEST_DATABASE_URL`` names a server to use; without it an embedded
+PostgreSQL 18 is started in a temporary folder. The server may be shared with
+other work, so every database this run creates carries a random name and is
+dropped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from zbaas.app import create_app
+from zbaas.config import Settings
+from zbaas.postgres.embedded import EmbeddedPostgres
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Superuser connection string of the PostgreSQL server under test."""
+    url = os.environ.get("ZBAAS_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    embedded = EmbeddedPostgres(tmp_path_factory.mktemp("embedded"))
+    yield embedded.start()
+    embedded.stop()
+
+
+def connect(server_url: str, dbname: str, **kwargs: Any) -> psycopg.Connection:
+    """Connect to ``dbname`` on the server under test (as superuser unless ``user`` is given)."""
+    return psycopg.connect(make_conninfo(server_url, dbname=dbname, **kwargs), autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def settings(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        database_url=server_url,
+        control_database=f"zbaas_test_{secrets.token_hex(6)}",
+        data_dir=tmp_path_factory.mktemp("data"),
+        secret_key=secrets.token_urlsafe(48),
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ThreadedServer:
+    """A real uvicorn server on loopback, in a background thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.port = free_port()
+        self.app = create_app(settings)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test API server did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def drop_leftovers(server_url: str, control_database: str) -> None:
+    """Drop every project database and role the control database still lists, then it."""
+    with connect(server_url, "postgres") as admin:
+        exists = admin.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (control_database,)
+        ).fetchone()
+        if exists:
+            with connect(server_url, control_database) as control:
+                rows = control.execute(
+                    "SELECT db_name, owner_role, authenticator_role FROM projects"
+                ).fetchall()
+            for db_name, *roles in rows:
+                admin.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier(db_name)
+                    )
+                )
+                for role in roles:
+                    admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+            admin.execute(
+                sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(control_database))
+            )
+
+
+@pytest.fixture(scope="session")
+def api(settings: Settings, server_url: str) -> Iterator[ThreadedServer]:
+    server = ThreadedServer(settings)
+    server.start()
+    yield server
+    server.stop()
+    drop_leftovers(server_url, settings.control_database)
+
+
+@pytest.fixture
+def client(api: ThreadedServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api.url, timeout=60) as http:
+        yield http
+
+
+def signup_and_login(client: httpx.Client, email: str | None = None) -> dict[str, Any]:
+    """Create a user and return its email, tokens and ready-made auth headers."""
+    email = email or f"user-{uuid.uuid4().hex[:12]}@example.com"
+    password = "correct horse battery"
+    response = client.post(
+        "/auth/signup", json={"email": email, "password": password, "full_name": "Test User"}
+    )
+    assert response.status_code == 201, response.text
+    tokens = client.post("/auth/login", json={"email": email, "password": password}).json()
+    return {
+        "email": email,
+        "password": password,
+        "id": response.json()["id"],
+        "tokens": tokens,
+        "headers": {"Authorization": f"Bearer {tokens['access_token']}"},
+    }
+
+
+@pytest.fixture
+def user(client: httpx.Client) -> dict[str, Any]:
+    return signup_and_login(client)
+
+
+@pytest.fixture
+def project(client: httpx.Client, user: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A fresh project of ``user``'s organization, deleted afterwards."""
+    slug = f"p-{uuid.uuid4().hex[:8]}"
+    response = client.post(
+        "/projects", json={"name": "Test Project", "slug": slug}, headers=user["headers"]
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    yield body
+    client.delete(f"/projects/{body['id']}", headers=user["headers"])
+
+
+@pytest.fixture
+def secret_key(client: httpx.Client, user: dict[str, Any], project: dict[str, Any]) -> str:
+    response = client.post(
+        f"/projects/{project['id']}/keys",
+        json={"name": "tests", "type": "secret"},
+        headers=user["headers"],
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["key"])
+
+
+@pytest.fixture
+def data_dir(settings: Settings) -> Path:
+    return settings.data_dir

@@ -1,0 +1,86 @@
+"""Settings, read from the environment with the prefix ``ZBAAS_``."""
+
+from __future__ import annotations
+
+import secrets
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRET_KEY_FILE = "secret_key"
+MIN_SECRET_KEY_LENGTH = 32
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ZBAAS_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL server for the control and project databases; "
+        "unset starts embedded PostgreSQL 18 in the data folder.",
+    )
+    control_database: str = Field(
+        default="zbaas", description="Name of the control database on that server."
+    )
+    data_dir: Path = Field(
+        default=Path("zbaas-data"),
+        description="Folder for embedded PostgreSQL, storage buckets and the generated secret key.",
+    )
+    secret_key: str | None = Field(
+        default=None,
+        description="Signs platform tokens and encrypts stored credentials; "
+        "generated into the data folder when unset.",
+    )
+    environment: str = Field(default="development", description="development or production.")
+    access_token_ttl: int = Field(default=900, description="Platform access token lifetime, s.")
+    refresh_token_ttl: int = Field(
+        default=30 * 24 * 3600, description="Platform refresh token lifetime, s."
+    )
+    max_body_bytes: int = Field(
+        default=10 * 1024 * 1024, description="Largest request body accepted, bytes."
+    )
+    migration_lock_timeout_ms: int = Field(
+        default=5000, description="lock_timeout for migrations and user SQL, ms."
+    )
+    migration_statement_timeout_ms: int = Field(
+        default=300_000, description="statement_timeout for migrations and user SQL, ms."
+    )
+    tenant_pool_max_size: int = Field(
+        default=5, description="Connections per project database and role, per API process."
+    )
+    tenant_pool_max_idle: float = Field(
+        default=60.0, description="Seconds before an idle project connection is closed."
+    )
+
+    @field_validator("control_database")
+    @classmethod
+    def _check_control_database(cls, value: str) -> str:
+        if not value or len(value.encode()) > 63:
+            raise ValueError("control_database must be 1 to 63 bytes")
+        return value
+
+    @cached_property
+    def resolved_secret_key(self) -> str:
+        """Return the configured secret key, or one generated once into the data folder."""
+        if self.secret_key:
+            if self.environment == "production" and len(self.secret_key) < MIN_SECRET_KEY_LENGTH:
+                raise ValueError(
+                    f"ZBAAS_SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters "
+                    "in production"
+                )
+            return self.secret_key
+        if self.environment == "production":
+            raise ValueError("ZBAAS_SECRET_KEY must be set in production")
+        path = self.data_dir / SECRET_KEY_FILE
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            # O_EXCL: two processes starting at once agree on the first key written.
+            try:
+                with open(path, "x", encoding="ascii") as handle:
+                    handle.write(secrets.token_urlsafe(48))
+                path.chmod(0o600)
+            except FileExistsError:
+                pass
+        return path.read_text(encoding="ascii").strip()

@@ -1,0 +1,1 @@
+"""Control-plane data: accounts, organizations, projects and API keys."""

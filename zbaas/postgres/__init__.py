@@ -1,0 +1,1 @@
+"""Connections to PostgreSQL servers: the embedded server, pools and SQL helpers."""

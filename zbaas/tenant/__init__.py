@@ -1,0 +1,1 @@
+"""Work inside one project database, one module per capability."""
