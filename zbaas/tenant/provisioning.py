@@ -63,6 +63,19 @@ CREATE TABLE auth.users (
 CREATE UNIQUE INDEX users_email_key ON auth.users (lower(email));
 -- The owner may reference and read users (a user_id foreign key, a join), not change them.
 GRANT SELECT, REFERENCES ON auth.users TO {owner};
+
+-- Applied migrations live in the project database, written in the same transaction
+-- as the migration, so a backup or a branch carries its own history.
+CREATE SCHEMA zbaas_meta;
+CREATE TABLE zbaas_meta.schema_migrations (
+    version integer PRIMARY KEY,
+    migration_id uuid NOT NULL UNIQUE,
+    name text NOT NULL,
+    checksum text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+GRANT USAGE ON SCHEMA zbaas_meta TO {owner};
+GRANT SELECT, INSERT, DELETE ON zbaas_meta.schema_migrations TO {owner};
 """
 
 
