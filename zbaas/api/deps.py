@@ -143,10 +143,7 @@ async def get_project_access(
                 "a publishable key reaches only the data API and end-user auth; "
                 "use a secret key or sign in"
             )
-        project = await projects.get(conn, project_id)
-        if project is None:
-            raise _not_found(project_id)
-        return ProjectAccess(project, principal.key.type)
+        return ProjectAccess(principal.key.project, principal.key.type)
 
     project = await projects.get(conn, project_id)
     if project is None:

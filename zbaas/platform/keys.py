@@ -10,6 +10,7 @@ import psycopg
 from psycopg.rows import class_row
 
 from zbaas.errors import NotFound
+from zbaas.platform.projects import PROJECT_COLUMNS, Project
 from zbaas.platform.security import KEY_DISPLAY_LENGTH, generate_api_key, hash_token
 
 # last_used_at is written at most this often per key, so the hot path stays a read.
@@ -28,11 +29,15 @@ class ApiKey:
 
 @dataclass
 class KeyOwner:
-    """The project and key type that a presented key authenticates as."""
+    """The key type and the project that a presented key authenticates as."""
 
     key_id: UUID
-    project_id: UUID
     type: str
+    project: Project
+
+    @property
+    def project_id(self) -> UUID:
+        return self.project.id
 
 
 KEY_COLUMNS = "id, name, type, prefix, created_at, last_used_at"
@@ -71,17 +76,25 @@ async def revoke(conn: psycopg.AsyncConnection, project_id: UUID, key_id: UUID) 
         raise NotFound(f"API key {key_id} not found", code="key_not_found")
 
 
+_PROJECT_SELECT = ", ".join(f"p.{c.strip()}" for c in PROJECT_COLUMNS.split(","))
+
+
 async def resolve(conn: psycopg.AsyncConnection, plain: str) -> KeyOwner | None:
-    """Find the key by its hash with one indexed lookup; None when unknown or revoked.
+    """Find the key and its active project in one indexed lookup; None when unknown or revoked.
 
     Revocation deletes the row, so every API process sees it on its next lookup.
     """
-    cur = conn.cursor(row_factory=class_row(KeyOwner))
-    await cur.execute(
+    cur = await conn.execute(
         f"WITH touched AS ("
         f" UPDATE api_keys SET last_used_at = now() WHERE key_hash = %(h)s"
         f" AND (last_used_at IS NULL OR last_used_at < now() - interval '{LAST_USED_RESOLUTION}')"
-        f") SELECT id AS key_id, project_id, type FROM api_keys WHERE key_hash = %(h)s",
+        f") SELECT k.id AS key_id, k.type AS key_type, {_PROJECT_SELECT}"
+        f" FROM api_keys k JOIN projects p ON p.id = k.project_id AND p.status = 'active'"
+        f" WHERE k.key_hash = %(h)s",
         {"h": hash_token(plain)},
     )
-    return await cur.fetchone()
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    key_id, key_type = row.pop("key_id"), row.pop("key_type")
+    return KeyOwner(key_id=key_id, type=key_type, project=Project(**row))

@@ -133,6 +133,13 @@ async def _create(pools: Pools, db_name: str, roles: ProjectRoles, done: Provisi
             ).format(sql.Identifier(roles.authenticator), sql.Literal(authenticator_verifier))
         )
         done.roles.append(roles.authenticator)
+        # The comment ties a role to its database and control database, so an
+        # operator can find a role left behind by a crash mid-provisioning.
+        label = f"zbaas role of database {db_name} (control database {conn.info.dbname})"
+        for role in (roles.owner, roles.authenticator):
+            await conn.execute(
+                sql.SQL("COMMENT ON ROLE {} IS {}").format(sql.Identifier(role), sql.Literal(label))
+            )
         await conn.execute(
             sql.SQL("GRANT {} TO {}").format(
                 sql.SQL(", ").join(sql.Identifier(r) for r in API_ROLES),
