@@ -15,7 +15,7 @@ from zbaas.postgres.embedded import DataDirInUse, lock_data_dir
 app = typer.Typer(
     help="zbaas: self-hostable Backend-as-a-Service on PostgreSQL.", no_args_is_help=True
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 @app.callback()
@@ -67,3 +67,7 @@ def serve(
     finally:
         if lock is not None:
             lock.close()
+
+
+if __name__ == "__main__":
+    app()

@@ -134,10 +134,17 @@ async def create(
     project = await cur.fetchone()
     assert project is not None
 
+    provisioned = False
     try:
         await provisioning.create_project_database(pools, db_name, roles)
+        provisioned = True
         (storage_root / str(project.id)).mkdir(parents=True, exist_ok=True)
+        await conn.execute("UPDATE projects SET status = 'active' WHERE id = %s", (project.id,))
     except BaseException as exc:
+        logger.warning("creating project %s failed; removing what was created", project.id)
+        if provisioned:
+            await provisioning.drop_project_database(pools, db_name, [authenticator, owner])
+        shutil.rmtree(storage_root / str(project.id), ignore_errors=True)
         await conn.execute("DELETE FROM projects WHERE id = %s", (project.id,))
         if isinstance(exc, psycopg.errors.DuplicateDatabase):
             raise Conflict(
@@ -146,7 +153,6 @@ async def create(
             ) from None
         raise
 
-    await conn.execute("UPDATE projects SET status = 'active' WHERE id = %s", (project.id,))
     project.status = "active"
     logger.info("project %s created with database %s", project.id, db_name)
     return project
