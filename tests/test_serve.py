@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,8 +68,10 @@ def _embedded_conn(data_dir: Path) -> psycopg.Connection:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path, int]]:
-    data_dir = tmp_path / "data"
+def served() -> Iterator[tuple[subprocess.Popen[str], Path, int]]:
+    # Outside pytest's temporary folder, which each pytest start resets to mode 0700.
+    folder = Path(tempfile.mkdtemp(prefix="zbaas-test-serve-"))
+    data_dir = folder / "data"
     port = free_port()
     process = _serve(data_dir, port)
     try:
@@ -77,6 +81,7 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path, int]]:
         if process.poll() is None:
             process.terminate()
             process.wait(timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_serve_starts_embedded_postgres(served: tuple[subprocess.Popen[str], Path, int]) -> None:

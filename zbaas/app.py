@@ -111,17 +111,28 @@ class BodySizeLimit:
             return
 
         received = 0
+        rejected = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            # Past the limit the client gets its 413 at once and the handler sees a
+            # disconnect, whatever it was doing with the body.
+            nonlocal received, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise self._error()
+                    rejected = True
+                    await _send_error(scope, receive, send, self._error())
+                    return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, limited_receive, send)
+        async def guarded_send(message: Message) -> None:
+            if not rejected:
+                await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
 
     def _error(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"request body is larger than the limit of {self.max_bytes} bytes")
