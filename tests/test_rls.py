@@ -295,6 +295,28 @@ def test_enable_rls_hostile_table_name(
     assert not db.rls_enabled(table)
 
 
+@pytest.mark.parametrize(
+    ("method", "tail"),
+    [("GET", "policies"), ("POST", "policies"), ("DELETE", "policies/p"), ("POST", "disable")],
+)
+def test_rls_endpoints_hostile_table_name(
+    http: httpx.Client,
+    db: ProjectDb,
+    table: str,
+    headers: dict[str, str],
+    method: str,
+    tail: str,
+) -> None:
+    name = f'{table}"; DROP TABLE {table}; --'
+    body = {"name": "p", "using": "true"} if method == "POST" else None
+
+    response = http.request(method, rls_url(db, name, tail), json=body, headers=headers)
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "table_not_found"
+    assert db.table_exists(table)
+
+
 def test_enable_rls_nul_in_table_name(
     http: httpx.Client, db: ProjectDb, table: str, headers: dict[str, str]
 ) -> None:

@@ -41,6 +41,9 @@ CHECK_COMMANDS = frozenset({"ALL", "INSERT", "UPDATE"})
 # Tokens that pglast's scanner reports outside string literals and that may not
 # appear in an expression, because they end a statement or hide text from a reader.
 FORBIDDEN_TOKENS = {"ASCII_59": "a semicolon", "SQL_COMMENT": "a comment", "C_COMMENT": "a comment"}
+# An expression is parsed after each prefix: as a select list, and where the policy puts it.
+SELECT_PREFIX = "SELECT "
+POLICY_PREFIX = "CREATE POLICY p ON t USING ("
 
 
 @dataclass
@@ -105,7 +108,7 @@ def split_table_name(text: str) -> tuple[str, str]:
     """Split ``table`` or ``schema.table`` into (schema, table), at the first dot.
 
     Names are matched exactly as the catalog stores them, without SQL quoting or
-    case folding.
+    case folding, so a table whose own name contains a dot cannot be named.
     """
     schema, dot, name = text.partition(".")
     if not dot:
@@ -135,7 +138,7 @@ def _require_owned(table: Table) -> None:
     if not table.owned:
         raise Forbidden(
             f"table {table.qualified_name} is not owned by the project's owner role, so its "
-            "row-level security cannot be changed; only the project's own tables can",
+            "row-level security and policies cannot be changed",
             code="table_not_owned",
             details={"table": table.qualified_name},
         )
@@ -213,10 +216,6 @@ def parse_expression(text: str, field: str) -> ast.Node:
     return tree
 
 
-SELECT_PREFIX = "SELECT "
-POLICY_PREFIX = "CREATE POLICY p ON t USING ("
-
-
 def _syntax_error(field: str, text: str, exc: parser.ParseError, offset: int) -> InvalidInput:
     """Return a parse error with its position counted in ``text`` (1-based characters)."""
     message = str(exc.args[0]) if exc.args else str(exc)
@@ -271,14 +270,14 @@ def _check_clauses(spec: PolicySpec) -> None:
         )
     if spec.using is not None and spec.command not in USING_COMMANDS:
         raise InvalidInput(
-            f"a {spec.command} policy cannot have 'using': it applies to existing rows, "
+            "an INSERT policy cannot have 'using': USING applies to existing rows, "
             "and an INSERT only writes new ones; put the condition in 'check'",
             details={"field": "using"},
         )
     if spec.check is not None and spec.command not in CHECK_COMMANDS:
         raise InvalidInput(
-            f"a {spec.command} policy cannot have 'check': it applies to rows being "
-            f"written, and a {spec.command} writes none; put the condition in 'using'",
+            f"a {spec.command} policy cannot have 'check': WITH CHECK applies to new or "
+            f"changed rows, and a {spec.command} writes none; put the condition in 'using'",
             details={"field": "check"},
         )
 
@@ -307,8 +306,8 @@ async def _role_list(conn: psycopg.AsyncConnection, roles: tuple[str, ...]) -> s
     missing = [role for role in named if role not in existing]
     if missing:
         raise InvalidInput(
-            f"role {missing[0]!r} does not exist; policies usually name public, anon, "
-            "authenticated or service_role",
+            f"role {missing[0]!r} does not exist; name an existing role such as anon, "
+            "authenticated or service_role, or public for every role",
             code="role_not_found",
             details={"field": "roles", "missing": missing},
         )
