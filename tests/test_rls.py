@@ -709,7 +709,8 @@ def test_create_policy_huge_body(
 
 
 @pytest.mark.parametrize(
-    "name", ['p"; DROP TABLE x; --', "it's mine", "/* not a comment */", "Read own rows"]
+    "name",
+    ['p"; DROP TABLE x; --', "it's mine", "/* not a comment */", "Read own rows", "100% {mine}"],
 )
 def test_create_policy_hostile_name_stored_literally(
     http: httpx.Client, db: ProjectDb, table: str, headers: dict[str, str], name: str
