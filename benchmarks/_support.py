@@ -48,7 +48,7 @@ def connect(server_url: str, dbname: str = "postgres") -> psycopg.Connection:
 
 @contextmanager
 def zbaas_server(server_url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A ``zbaas serve`` process on its own control database, dropped afterwards."""
+    """Run a ``zbaas serve`` process on its own control database, dropped afterwards."""
     control = f"zbaas_bench_{secrets.token_hex(4)}"
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="zbaas-bench-data-") as data_dir:

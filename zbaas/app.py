@@ -47,7 +47,7 @@ async def start_services(
 ) -> tuple[Services, EmbeddedPostgres | None, Any]:
     """Start embedded PostgreSQL when no URL is set, then open pools and upgrade the schema.
 
-    ``lock_held`` says the caller already holds the data folder's lock.
+    Pass ``lock_held`` when the caller already holds the data folder lock.
     """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     embedded: EmbeddedPostgres | None = None

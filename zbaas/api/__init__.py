@@ -1,4 +1,4 @@
-"""HTTP routers, one per area: parse, authorize, call the layer below, shape the answer."""
+"""HTTP routers, one per area: each parses, authorizes, calls the layer below and shapes the response."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from zbaas.postgres.server import API_ROLES
 logger = logging.getLogger("zbaas.tenant")
 
 # The database itself belongs to the control plane's superuser, so the owner role
-# cannot drop it or change its settings; the owner gets CONNECT, CREATE and TEMP
+# cannot drop it or change its settings. The owner gets CONNECT, CREATE and TEMP
 # and owns the public schema.
 DATABASE_SETUP = """
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
@@ -89,7 +89,7 @@ class ProjectRoles:
 
 @dataclass
 class Provisioned:
-    """What a provisioning run has created so far, so a failure can undo exactly that."""
+    """Objects a provisioning run has created so far, so that a failure undoes exactly those."""
 
     roles: list[str] = field(default_factory=list)
     database: str | None = None
