@@ -369,6 +369,12 @@ WHERE d.deptype = 'n'
     WHERE e.classid = d.classid AND e.objid = d.objid AND e.deptype = 'e'
       AND e.refobjid = ext.oid
   )
+  -- Parts of the extension's own objects, such as the operators and support
+  -- functions of its operator families, are not members but go with them.
+  AND NOT EXISTS (
+    SELECT 1 FROM pg_depend o JOIN members m2 ON o.refclassid = m2.classid AND o.refobjid = m2.objid
+    WHERE o.classid = d.classid AND o.objid = d.objid AND o.deptype IN ('a', 'i')
+  )
 ORDER BY 1
 """
 
