@@ -216,6 +216,13 @@ def test_enable_missing_uuid_ossp_points_to_builtin(shared: Shared, server_url: 
     assert "gen_random_uuid()" in response.json()["error"]["message"]
 
 
+def test_new_project_search_path(shared: Shared, server_url: str) -> None:
+    with _as_owner(server_url, shared[2]["db_name"]) as conn:
+        row = conn.execute("SHOW search_path").fetchone()
+
+    assert row == ('"$user", public, extensions',)
+
+
 def test_enable_pg_trgm_usable_by_roles(shared: Shared, server_url: str) -> None:
     http, owner, project = shared
     response = http.post(_url(project, "pg_trgm", "enable"), headers=owner["headers"])

@@ -13,7 +13,7 @@ owner planted there (a function or operator with a matching signature) could
 be called by the script with superuser rights. The project's roles get USAGE on
 ``extensions``, and the database's ``search_path`` lists it after ``public``,
 so types and functions such as ``vector`` or ``similarity()`` resolve without
-a schema prefix.
+a schema prefix. Provisioning sets both up when it creates the database.
 """
 
 from __future__ import annotations
@@ -290,13 +290,14 @@ async def _check_required(conn: psycopg.AsyncConnection, name: str, required: st
         raise
 
 
-async def _prepare_schema(conn: psycopg.AsyncConnection, project: Project) -> bool:
+async def prepare_schema(conn: psycopg.AsyncConnection, db_name: str, owner_role: str) -> bool:
     """Create ``extensions`` with USAGE for the project's roles and put it on the search path.
 
-    Returns True when the database's search_path setting changed, so that pooled
-    connections opened before it must be replaced.
+    ``conn`` is a superuser connection to ``db_name``. Returns True when the
+    database's search_path setting changed, so that connections opened before
+    it must be replaced.
     """
-    roles = [project.owner_role, *API_ROLES]
+    roles = [owner_role, *API_ROLES]
     await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
     await conn.execute(
         sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
@@ -307,7 +308,8 @@ async def _prepare_schema(conn: psycopg.AsyncConnection, project: Project) -> bo
     row = await (
         await conn.execute(
             "SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d "
-            "ON d.oid = s.setdatabase WHERE d.datname = current_database() AND s.setrole = 0"
+            "ON d.oid = s.setdatabase WHERE d.datname = %s AND s.setrole = 0",
+            (db_name,),
         )
     ).fetchone()
     settings = row["setconfig"] if row is not None else None
@@ -315,7 +317,7 @@ async def _prepare_schema(conn: psycopg.AsyncConnection, project: Project) -> bo
         return False
     await conn.execute(
         sql.SQL("ALTER DATABASE {} SET search_path = {}").format(
-            sql.Identifier(project.db_name), sql.SQL(SEARCH_PATH)
+            sql.Identifier(db_name), sql.SQL(SEARCH_PATH)
         )
     )
     return True
@@ -333,7 +335,7 @@ async def enable(services: Services, project: Project, name: str) -> Extension:
 
         for required in await _required(conn, name):
             await _check_required(conn, name, required)
-        path_changed = await _prepare_schema(conn, project)
+        path_changed = await prepare_schema(conn, project.db_name, project.owner_role)
         await conn.execute(
             sql.SQL("CREATE EXTENSION IF NOT EXISTS {} SCHEMA {} CASCADE").format(
                 sql.Identifier(name), sql.Identifier(SCHEMA)
@@ -342,7 +344,11 @@ async def enable(services: Services, project: Project, name: str) -> Extension:
         extension = await _resolve(conn, name)
 
     if path_changed:
-        # A setting applies to sessions opened after it, so pooled connections go.
+        # Only databases provisioned before the extensions schema existed get here. A
+        # setting applies to sessions opened after it, so this process's pooled
+        # connections go.
+        # NOTE: other API processes keep their older connections until the pool
+        # retires them.
         await services.pools.forget_database(project.db_name)
     logger.info("project %s: enabled extension %s", project.id, name)
     return extension
