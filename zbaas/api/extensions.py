@@ -51,7 +51,7 @@ def _shape(extension: extensions.Extension) -> ExtensionResponse:
 
 @router.get("", response_model=list[ExtensionResponse], response_model_by_alias=True)
 async def list_extensions(access: ProjectDep, services: ServicesDep) -> list[ExtensionResponse]:
-    """Extensions the server can install, and allowed ones it lacks, with their status."""
+    """List the extensions the server can install, and allowed ones it lacks, with their status."""
     found = await extensions.list_extensions(services, access.project)
     return [_shape(extension) for extension in found]
 

@@ -83,7 +83,7 @@ class IndexResponse(BaseModel):
 async def list_indexes(
     table: TableName, access: ProjectDep, services: ServicesDep
 ) -> list[IndexResponse]:
-    """Every index on a table of schema public."""
+    """List every index on a table of schema public."""
     found = await indexes.list_indexes(services, access.project, table)
     return [IndexResponse(**index.__dict__) for index in found]
 
@@ -92,7 +92,7 @@ async def list_indexes(
 async def create_index(
     table: TableName, body: IndexCreate, access: ProjectDep, services: ServicesDep
 ) -> IndexResponse:
-    """Build an index, CONCURRENTLY unless told otherwise; returns it once it is valid."""
+    """Build an index, CONCURRENTLY unless the request sets concurrently to false."""
     access.require_developer("create indexes")
     index = await indexes.create_index(services, access.project, table, body.spec())
     return IndexResponse(**index.__dict__)

@@ -8,9 +8,9 @@ lacks them.
 
 Extensions go into a schema ``extensions`` owned by the superuser, not into
 ``public``. ``public`` belongs to the owner role, and an extension script runs
-as superuser with its target schema first on the search path, so objects the
-owner planted there (a function or operator with a matching signature) could
-be called by the script with superuser rights. The project's roles get USAGE on
+as superuser with its target schema first on the search path. Objects that the
+owner planted there, such as a function or operator with a matching signature,
+could then run with superuser rights. The project's roles get USAGE on
 ``extensions``, and the database's ``search_path`` lists it after ``public``,
 so types and functions such as ``vector`` or ``similarity()`` resolve without
 a schema prefix. Provisioning sets both up when it creates the database.
@@ -70,7 +70,7 @@ ALLOWED: dict[str, str] = {
     "moddatetime": CONTRIB,
 }
 
-# What to use instead when the server lacks an allowed extension.
+# Built-in replacements to suggest when the server lacks an allowed extension.
 ALTERNATIVES: dict[str, str] = {
     "uuid-ossp": "for random UUIDs use the built-in gen_random_uuid() (PostgreSQL 13+), "
     "which needs no extension",
@@ -157,7 +157,7 @@ async def _major_version(conn: psycopg.AsyncConnection) -> int:
 
 
 def _missing(name: str, major: int) -> Extension:
-    """An allowed extension that this server does not have, with the package to install."""
+    """Build the entry of an allowed extension that this server lacks, naming its package."""
     package = ALLOWED[name].format(major=major)
     message = (
         f"extension {name!r} is not available on this PostgreSQL {major} server; "
@@ -203,7 +203,7 @@ async def _list(conn: psycopg.AsyncConnection) -> list[Extension]:
 
 
 async def list_extensions(services: Services, project: Project) -> list[Extension]:
-    """Every extension the server can install, plus allowed ones it lacks (available false)."""
+    """List every extension the server can install, plus allowed ones it lacks."""
     async with as_superuser(services, project) as conn:
         return await _list(conn)
 

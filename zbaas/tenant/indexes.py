@@ -105,7 +105,7 @@ LEFT JOIN pg_stat_user_indexes s ON s.indexrelid = c.oid
 """
 
 
-# --- checks on the request, before PostgreSQL sees it -------------------------------------------
+# --- request checks, run before any SQL ---------------------------------------------------------
 
 
 def check_name(name: str) -> None:
