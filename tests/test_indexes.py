@@ -275,6 +275,28 @@ def test_create_index_duplicate_name(shared: Shared, table: str) -> None:
     assert second.status_code == 409
 
 
+def test_create_index_concurrent_generated_names(
+    api: ThreadedServer, shared: Shared, table: str
+) -> None:
+    _, owner, project = shared
+
+    def create(_: int) -> httpx.Response:
+        with httpx.Client(base_url=api.url, timeout=60) as http:
+            return http.post(
+                _indexes_url(project, table), json={"column": "title"}, headers=owner["headers"]
+            )
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        responses = list(pool.map(create, range(3)))
+
+    assert [r.status_code for r in responses] == [201, 201, 201]
+    assert {r.json()["name"] for r in responses} == {
+        f"{table}_title_idx",
+        f"{table}_title_idx1",
+        f"{table}_title_idx2",
+    }
+
+
 def test_create_index_name_of_table(shared: Shared, table: str) -> None:
     response = _create(shared, table, {"column": "title", "name": table})
 

@@ -8,10 +8,13 @@ module drops it before it reports the failure.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -51,6 +54,15 @@ OPERATOR_CLASSES: dict[str, frozenset[str]] = {
     "gist_trgm_ops": frozenset({"gist"}),
 }
 EXTENSION_OF_OPERATOR_CLASS = {"gin_trgm_ops": "pg_trgm", "gist_trgm_ops": "pg_trgm"}
+
+
+GENERATED_NAME_ATTEMPTS = 3
+BUILD_LOCK = "zbaas.indexes"  # advisory lock key, hashed; advisory locks are per database
+BUILD_LOCK_POLL_S = 0.1
+
+
+class NameTaken(Conflict):
+    """The build failed because the index name was taken after it was checked."""
 
 
 @dataclass
@@ -391,19 +403,25 @@ async def create_index(services: Services, project: Project, table: str, spec: I
         if opclass is None:
             await _check_default_opclass(conn, spec, columns)
 
-        if spec.name is None:
-            name = await _choose_name(conn, table, spec.columns, spec)
-        elif await _relation_exists(conn, spec.name):
+        if spec.name is not None and await _relation_exists(conn, spec.name):
             raise Conflict(
                 f"a relation named {spec.name!r} already exists in schema public; "
                 "choose another name",
                 code="index_exists",
             )
-        else:
-            name = spec.name
 
-        statement = _create_statement(name, table, spec, opclass, predicate)
-        await _build(conn, services, project, statement, name, spec.concurrently)
+        async with _one_build_at_a_time(conn, services):
+            # Other sessions, such as a migration, may still take a generated name
+            # between the check and the build, so it is chosen again a few times.
+            for attempt in range(GENERATED_NAME_ATTEMPTS):
+                name = spec.name or await _choose_name(conn, table, spec.columns, spec)
+                statement = _create_statement(name, table, spec, opclass, predicate)
+                try:
+                    await _build(conn, services, project, statement, name, spec.concurrently)
+                    break
+                except NameTaken:
+                    if spec.name is not None or attempt == GENERATED_NAME_ATTEMPTS - 1:
+                        raise
         indexes = await _list(conn, found["oid"])
     logger.info("project %s: created index %s on %s", project.id, name, table)
     return next(index for index in indexes if index.name == name)
@@ -464,6 +482,36 @@ def _create_statement(
     return sql.SQL(" ").join(parts)
 
 
+@asynccontextmanager
+async def _one_build_at_a_time(
+    conn: psycopg.AsyncConnection, services: Services
+) -> AsyncIterator[None]:
+    """Hold the database's index-build lock, so that zbaas runs one build or drop at a time.
+
+    Two concurrent builds in one database can deadlock, because each waits for
+    the transactions of the other. The lock is a session-level advisory lock,
+    polled with pg_try_advisory_lock: a session blocked in pg_advisory_lock
+    holds a snapshot that the running build would wait for, a deadlock again.
+    """
+    deadline = time.monotonic() + services.settings.migration_statement_timeout_ms / 1000
+    while True:
+        row = await (
+            await conn.execute("SELECT pg_try_advisory_lock(hashtext(%s)) AS locked", (BUILD_LOCK,))
+        ).fetchone()
+        if row is not None and row["locked"]:
+            break
+        if time.monotonic() > deadline:
+            raise Conflict(
+                "another index build or drop is still running in this project; try again later",
+                code="index_build_running",
+            )
+        await asyncio.sleep(BUILD_LOCK_POLL_S)
+    try:
+        yield
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (BUILD_LOCK,))
+
+
 async def _set_timeouts(conn: psycopg.AsyncConnection, services: Services, lock: bool) -> None:
     settings = services.settings
     await conn.execute(
@@ -489,9 +537,9 @@ async def _build(
     try:
         await conn.execute(statement)
     except psycopg.errors.DuplicateTable:
-        # Another request created this name between the check and the build; its
-        # index is not ours to drop.
-        raise Conflict(
+        # Another request created this name between the check and the build, and
+        # its index is not ours to drop.
+        raise NameTaken(
             f"a relation named {name!r} already exists in schema public", code="index_exists"
         ) from None
     except BaseException as exc:
@@ -538,6 +586,11 @@ def _build_error(exc: BaseException, name: str) -> BaseException:
             code="duplicate_values",
             details={"sqlstate": exc.sqlstate, "detail": detail},
         )
+    if isinstance(exc, psycopg.errors.DeadlockDetected):
+        return Conflict(
+            f"index {name!r} was not built: it deadlocked with another transaction; try again",
+            code="deadlock",
+        )
     if isinstance(exc, psycopg.errors.LockNotAvailable):
         return Conflict(
             f"index {name!r} was not built: another transaction holds a lock on the table; "
@@ -581,30 +634,37 @@ async def drop_index(
                 details={"field": "concurrently"},
             )
 
-        statement = sql.SQL("DROP INDEX CONCURRENTLY {}" if concurrently else "DROP INDEX {}")
-        await _set_timeouts(conn, services, lock=not concurrently)
-        try:
-            await conn.execute(statement.format(sql.Identifier(SCHEMA, name)))
-        except psycopg.errors.DependentObjectsStillExist as exc:
-            raise Conflict(
-                f"cannot drop index {name!r}: {exc.diag.message_detail or 'objects depend on it'}",
-                code="index_in_use",
-            ) from None
-        except psycopg.errors.UndefinedObject:
-            raise NotFound(
-                f"index {name!r} not found in schema public", code="index_not_found"
-            ) from None
-        except psycopg.errors.LockNotAvailable:
-            raise Conflict(
-                f"index {name!r} was not dropped: another transaction holds a lock on "
-                f"table {row['table']!r}; try again",
-                code="lock_timeout",
-            ) from None
-        except psycopg.errors.InsufficientPrivilege as exc:
-            raise Forbidden(f"index {name!r} was not dropped: {exc.diag.message_primary}") from None
-        finally:
-            await conn.execute("RESET statement_timeout; RESET lock_timeout")
+        async with _one_build_at_a_time(conn, services):
+            await _drop(conn, services, name, row["table"], concurrently)
     logger.info("project %s: dropped index %s on %s", project.id, name, row["table"])
+
+
+async def _drop(
+    conn: psycopg.AsyncConnection, services: Services, name: str, table: str, concurrently: bool
+) -> None:
+    statement = sql.SQL("DROP INDEX CONCURRENTLY {}" if concurrently else "DROP INDEX {}")
+    await _set_timeouts(conn, services, lock=not concurrently)
+    try:
+        await conn.execute(statement.format(sql.Identifier(SCHEMA, name)))
+    except psycopg.errors.DependentObjectsStillExist as exc:
+        raise Conflict(
+            f"cannot drop index {name!r}: {exc.diag.message_detail or 'objects depend on it'}",
+            code="index_in_use",
+        ) from None
+    except psycopg.errors.UndefinedObject:
+        raise NotFound(
+            f"index {name!r} not found in schema public", code="index_not_found"
+        ) from None
+    except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected):
+        raise Conflict(
+            f"index {name!r} was not dropped: another transaction holds a lock on "
+            f"table {table!r}; try again",
+            code="lock_timeout",
+        ) from None
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise Forbidden(f"index {name!r} was not dropped: {exc.diag.message_primary}") from None
+    finally:
+        await conn.execute("RESET statement_timeout; RESET lock_timeout")
 
 
 async def _check_no_constraint(conn: psycopg.AsyncConnection, name: str, index_oid: int) -> None:
