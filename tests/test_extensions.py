@@ -376,3 +376,27 @@ def test_enable_postgis(shared: Shared, server_url: str) -> None:
         conn.execute("INSERT INTO places VALUES (1, ST_SetSRID(ST_MakePoint(13.4, 52.5), 4326))")
         row = conn.execute("SELECT ST_AsText(location) FROM places").fetchone()
     assert row == ("POINT(13.4 52.5)",)
+
+
+def test_enable_each_listed_extension(
+    client: httpx.Client, user: dict[str, Any], project: dict[str, Any], server_url: str
+) -> None:
+    """Every extension that zbaas promises installs, where the server has it."""
+    promised = [
+        "vector",
+        "pg_trgm",
+        "uuid-ossp",
+        "hstore",
+        "postgis",
+        "citext",
+        "pgcrypto",
+        "unaccent",
+        "ltree",
+        "pg_stat_statements",
+    ]
+    present = [name for name in promised if _server_has(server_url, name)]
+    for name in present:
+        response = client.post(_url(project, name, "enable"), headers=user["headers"])
+        assert response.status_code == 200, f"{name}: {response.text}"
+        assert response.json()["enabled"] is True, name
+        assert response.json()["schema"] == "extensions", name

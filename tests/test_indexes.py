@@ -228,6 +228,7 @@ def test_create_index_other_user_not_found(shared: Shared, table: str) -> None:
         "deleted_at IS NULL AS x",
         "a, b",
         "",
+        "x" * 5000,
     ],
 )
 def test_create_index_where_rejected(
