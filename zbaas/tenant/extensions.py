@@ -53,6 +53,8 @@ ALLOWED: dict[str, str] = {
     "pgcrypto": CONTRIB,
     "unaccent": CONTRIB,
     "ltree": CONTRIB,
+    # NOTE: its view shows call counts and timings of every database on the server;
+    # only the query text of other roles is hidden (PostgreSQL docs, pg_stat_statements).
     "pg_stat_statements": CONTRIB,
     "btree_gin": CONTRIB,
     "btree_gist": CONTRIB,
@@ -296,6 +298,9 @@ async def prepare_schema(conn: psycopg.AsyncConnection, db_name: str, owner_role
     ``conn`` is a superuser connection to ``db_name``. Returns True when the
     database's search_path setting changed, so that connections opened before
     it must be replaced.
+
+    NOTE: CREATE DATABASE ... TEMPLATE copies the schema but not this setting, so
+    a database copied from a project's database needs this call again.
     """
     roles = [owner_role, *API_ROLES]
     await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
