@@ -1,4 +1,4 @@
-"""HTTP routers, one per area: each parses, authorizes, calls the layer below and shapes the response."""
+"""HTTP routers, one per area: parse, authorize, call the layer below, shape the response."""
 
 from __future__ import annotations
 
@@ -6,6 +6,15 @@ from fastapi import APIRouter
 
 
 def routers() -> list[APIRouter]:
-    from zbaas.api import auth, health, keys, orgs, projects, rls
+    from zbaas.api import auth, extensions, health, indexes, keys, orgs, projects, rls
 
-    return [health.router, auth.router, orgs.router, projects.router, keys.router, rls.router]
+    return [
+        health.router,
+        auth.router,
+        orgs.router,
+        projects.router,
+        keys.router,
+        rls.router,
+        extensions.router,
+        indexes.router,
+    ]

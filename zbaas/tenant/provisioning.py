@@ -166,6 +166,11 @@ async def _create(pools: Pools, db_name: str, roles: ProjectRoles, done: Provisi
 
     async with pools.admin(db_name) as conn, conn.transaction():
         await conn.execute(sql.SQL(DATABASE_SETUP).format(owner=sql.Identifier(roles.owner)))
+        # Imported here because the extensions module depends on the projects module,
+        # which depends on this one.
+        from zbaas.tenant.extensions import prepare_schema
+
+        await prepare_schema(conn, db_name, roles.owner)
 
 
 async def _undo(pools: Pools, done: Provisioned) -> None:
