@@ -22,3 +22,16 @@ def test_openapi_documents_endpoints(client: httpx.Client) -> None:
 
     for path in ("/auth/signup", "/projects", "/projects/{project_id}/keys", "/orgs"):
         assert path in paths
+
+
+def test_request_id_echoed_when_plain(client: httpx.Client) -> None:
+    response = client.get("/health", headers={"X-Request-Id": "abc-123"})
+
+    assert response.headers["X-Request-Id"] == "abc-123"
+
+
+def test_request_id_replaced_when_hostile(client: httpx.Client) -> None:
+    response = client.get("/health", headers={"X-Request-Id": "x\tINFO forged line"})
+
+    assert response.headers["X-Request-Id"] != "x\tINFO forged line"
+    assert response.headers["X-Request-Id"].isalnum()

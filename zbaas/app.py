@@ -18,7 +18,7 @@ from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from zbaas import __version__
+from zbaas import __version__, logs
 from zbaas.config import Settings
 from zbaas.errors import PayloadTooLarge, ServiceUnavailable, ZbaasError
 from zbaas.platform import schema
@@ -236,7 +236,13 @@ def create_app(settings: Settings | None = None, *, lock_held: bool = False) -> 
 
     @app.middleware("http")
     async def request_id(request: Request, call_next: Any) -> Any:
-        request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        supplied = request.headers.get("x-request-id", "")
+        # A client-supplied id is kept only when it is short and plain, so it cannot
+        # forge log lines.
+        if not (0 < len(supplied) <= 64 and supplied.replace("-", "").isalnum()):
+            supplied = uuid.uuid4().hex
+        request.state.request_id = supplied
+        logs.request_id.set(supplied)
         response = await call_next(request)
         response.headers["X-Request-Id"] = request.state.request_id
         return response

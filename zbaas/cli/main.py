@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from zbaas import logs
 from zbaas.postgres.embedded import DataDirInUse, lock_data_dir
 
 app = typer.Typer(
@@ -42,10 +42,7 @@ def serve(
     from zbaas.app import create_app
     from zbaas.config import Settings
 
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    logs.configure(log_level)
     if data_dir is not None:
         os.environ["ZBAAS_DATA_DIR"] = str(data_dir)
     settings = Settings()
