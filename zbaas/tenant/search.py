@@ -60,6 +60,7 @@ class SearchPlan:
     table: Table
     columns: list[str]
     config: str  # a pg_ts_config name, already quoted as an identifier when needed
+    trgm_schema: str | None = None  # where pg_trgm is installed, if it is
 
 
 @dataclass
@@ -94,22 +95,35 @@ def split_table_name(table: str) -> tuple[str, str]:
     return schema, name
 
 
-async def resolve_table(conn: psycopg.AsyncConnection, table: str) -> Table:
-    schema, name = split_table_name(table)
-    cur = await conn.execute(
-        "SELECT c.oid, n.nspname, c.relname, c.relkind FROM pg_class c "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relname = %s AND c.relkind = ANY(%s) "
-        "AND NOT n.nspname = ANY(%s)",
-        (schema, name, list(SEARCHABLE_KINDS), list(SYSTEM_SCHEMAS)),
-    )
-    row = await cur.fetchone()
-    if row is None:
-        raise NotFound(f"table {table!r} not found", code="table_not_found")
-    return Table(row["oid"], row["nspname"], row["relname"], row["relkind"])
+# One catalog query checks the table, its columns and the text search
+# configuration, and counts the searchable words of the query, so that a
+# search costs one round trip before the statement itself.
+CATALOG_CHECK = """
+SELECT c.oid, n.nspname, c.relname, c.relkind,
+    (SELECT coalesce(jsonb_object_agg(a.attname, jsonb_build_object(
+                'type', format_type(a.atttypid, a.atttypmod),
+                'category', t.typcategory::text)), '{}')
+     FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+     WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+       AND a.attname = ANY(%(columns)s)) AS columns,
+    config.name AS config,
+    config.nodes AS query_nodes,
+    (SELECT en.nspname FROM pg_extension e JOIN pg_namespace en ON en.oid = e.extnamespace
+     WHERE e.extname = 'pg_trgm') AS trgm_schema
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN LATERAL (
+    SELECT quote_ident(cfgname) AS name,
+           numnode(websearch_to_tsquery(oid::regconfig, %(query)s)) AS nodes
+    FROM pg_ts_config
+    WHERE cfgname = %(language)s AND pg_ts_config_is_visible(oid)
+) AS config ON true
+WHERE n.nspname = %(schema)s AND c.relname = %(name)s AND c.relkind = ANY(%(kinds)s)
+  AND NOT n.nspname = ANY(%(system)s)
+"""
 
 
-async def check_columns(conn: psycopg.AsyncConnection, table: Table, columns: list[str]) -> None:
+def check_columns(table: Table, columns: list[str], found: dict[str, Any]) -> None:
     """Raise 404 for an unknown column and 422 for one that does not hold text."""
     duplicates = sorted({c for c in columns if columns.count(c) > 1})
     if duplicates:
@@ -118,13 +132,6 @@ async def check_columns(conn: psycopg.AsyncConnection, table: Table, columns: li
             details={"field": "columns", "duplicates": duplicates},
         )
 
-    cur = await conn.execute(
-        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type, t.typcategory "
-        "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
-        "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = ANY(%s)",
-        (table.oid, columns),
-    )
-    found = {r["attname"]: r for r in await cur.fetchall()}
     for column in columns:
         if column not in found:
             raise NotFound(
@@ -132,7 +139,7 @@ async def check_columns(conn: psycopg.AsyncConnection, table: Table, columns: li
                 code="column_not_found",
                 details={"field": "columns", "column": column},
             )
-        if found[column]["typcategory"] != STRING_CATEGORY:
+        if found[column]["category"] != STRING_CATEGORY:
             raise InvalidInput(
                 f"column {column!r} has type {found[column]['type']}; full-text search needs "
                 "a text-like column (text, varchar, char, citext)",
@@ -141,22 +148,13 @@ async def check_columns(conn: psycopg.AsyncConnection, table: Table, columns: li
             )
 
 
-async def resolve_language(conn: psycopg.AsyncConnection, language: str) -> str:
-    """Return the quoted name of a text search configuration visible on the search_path."""
-    cur = await conn.execute(
-        "SELECT quote_ident(cfgname) AS name FROM pg_ts_config "
-        "WHERE cfgname = %s AND pg_ts_config_is_visible(oid)",
-        (language,),
-    )
-    row = await cur.fetchone()
-    if row is not None:
-        return str(row["name"])
-
+async def unknown_language(conn: psycopg.AsyncConnection, language: str) -> InvalidInput:
+    """Build the error for an unknown language, listing the configurations there are."""
     cur = await conn.execute(
         "SELECT cfgname FROM pg_ts_config WHERE pg_ts_config_is_visible(oid) ORDER BY cfgname"
     )
     available = [r["cfgname"] for r in await cur.fetchall()]
-    raise InvalidInput(
+    return InvalidInput(
         f"unknown text search language {language!r}; use one of: {', '.join(available)}",
         code="unknown_language",
         details={"field": "language", "available": available},
@@ -164,13 +162,46 @@ async def resolve_language(conn: psycopg.AsyncConnection, language: str) -> str:
 
 
 async def prepare(
-    conn: psycopg.AsyncConnection, table: str, columns: list[str], language: str
+    conn: psycopg.AsyncConnection,
+    table: str,
+    columns: list[str],
+    language: str,
+    query: str | None = None,
 ) -> SearchPlan:
-    """Check the table, columns and language against the catalog."""
-    resolved = await resolve_table(conn, table)
-    await check_columns(conn, resolved, columns)
-    config = await resolve_language(conn, language)
-    return SearchPlan(resolved, columns, config)
+    """Check the table, columns, language and, when given, the query against the catalog.
+
+    Raises NotFound for an unknown table or column, and InvalidInput for a
+    column without text, an unknown language, or a query with no searchable
+    word (only stop words or punctuation).
+    """
+    schema, name = split_table_name(table)
+    cur = await conn.execute(
+        CATALOG_CHECK,
+        {
+            "schema": schema,
+            "name": name,
+            "kinds": list(SEARCHABLE_KINDS),
+            "system": list(SYSTEM_SCHEMAS),
+            "columns": columns,
+            "language": language,
+            "query": query,
+        },
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"table {table!r} not found", code="table_not_found")
+    resolved = Table(row["oid"], row["nspname"], row["relname"], row["relkind"])
+
+    check_columns(resolved, columns, row["columns"])
+    if row["config"] is None:
+        raise await unknown_language(conn, language)
+    if query is not None and row["query_nodes"] == 0:
+        raise InvalidInput(
+            f"the search query {query!r} has no searchable words in the {language} "
+            "text search configuration (only stop words or punctuation)",
+            code="empty_query",
+        )
+    return SearchPlan(resolved, columns, row["config"], row["trgm_schema"])
 
 
 def _config(plan: SearchPlan) -> sql.Composable:
@@ -298,39 +329,13 @@ async def _run(
     the query, while the plan shows whether the planner chose it (it may prefer a
     sequential scan on a small table or for a term found in most rows).
     """
-    cur = await conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) {}").format(statement), params)
-    explained = await cur.fetchone()
+    # In pipeline mode both statements go to the server in one round trip.
+    explain = await conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) {}").format(statement), params)
+    cur = await conn.execute(statement, params)
+    explained = await explain.fetchone()
     assert explained is not None
     indexes = plan_indexes(next(iter(explained.values())))
-
-    cur = await conn.execute(statement, params)
     return await cur.fetchall(), (indexes[0] if indexes else None)
-
-
-async def trgm_schema(conn: psycopg.AsyncConnection) -> str | None:
-    """Return the schema pg_trgm is installed in, or None when it is not enabled."""
-    cur = await conn.execute(
-        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
-        "WHERE e.extname = 'pg_trgm'"
-    )
-    row = await cur.fetchone()
-    return None if row is None else str(row["nspname"])
-
-
-async def check_query(conn: psycopg.AsyncConnection, plan: SearchPlan, query: str) -> None:
-    """Reject a query with no searchable word, such as only stop words or punctuation."""
-    cur = await conn.execute(
-        sql.SQL("SELECT numnode(websearch_to_tsquery({}, %s)) AS nodes").format(_config(plan)),
-        (query,),
-    )
-    row = await cur.fetchone()
-    assert row is not None
-    if row["nodes"] == 0:
-        raise InvalidInput(
-            f"the search query {query!r} has no searchable words in the "
-            f"{plan.config} configuration (only stop words or punctuation)",
-            code="empty_query",
-        )
 
 
 def _shape_rows(rows: list[dict[str, Any]], plan: SearchPlan) -> list[dict[str, Any]]:
@@ -373,14 +378,15 @@ async def search(
     if not query.strip():
         raise InvalidInput("the search query is empty", code="empty_query")
 
+    # Pipeline mode sends BEGIN, the timeout and the catalog check in one round
+    # trip, and EXPLAIN with the search in a second one.
     try:
-        async with conn.transaction():
+        async with conn.pipeline(), conn.transaction():
             await conn.execute(
                 "SELECT set_config('statement_timeout', %s, true)", (str(statement_timeout_ms),)
             )
-            plan = await prepare(conn, table, columns, language)
-            await check_query(conn, plan, query)
-            trgm = await trgm_schema(conn) if fuzzy else None
+            plan = await prepare(conn, table, columns, language, query)
+            trgm = plan.trgm_schema if fuzzy else None
             if fuzzy and trgm is None:
                 raise InvalidInput(
                     "fuzzy search needs the pg_trgm extension; enable it for this project "
