@@ -312,6 +312,9 @@ def test_search_empty_query_rejected(
         {"query": "pasta", "columns": []},
         {"query": "pasta", "unexpected": True},
         {"query": "pasta", "columns": ["title", "title"]},
+        {"query": "pasta", "columns": ["title"] * 33},
+        {"query": "pasta", "columns": ["x" * 64]},
+        {"query": "pasta", "language": ""},
     ],
 )
 def test_search_invalid_body_rejected(
@@ -326,10 +329,15 @@ def test_search_invalid_body_rejected(
     assert response.status_code == 422
 
 
+@pytest.mark.parametrize("language", ["klingon", "english'; --", "English", "pg_catalog.english"])
 def test_search_unknown_language_rejected(
-    client: httpx.Client, user: dict[str, Any], project: dict[str, Any], articles: str
+    client: httpx.Client,
+    user: dict[str, Any],
+    project: dict[str, Any],
+    articles: str,
+    language: str,
 ) -> None:
-    response = post_search(client, user, project, articles, query="pasta", language="klingon")
+    response = post_search(client, user, project, articles, query="pasta", language=language)
 
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "unknown_language"
