@@ -50,7 +50,8 @@ COMMON_WORDS = words(
     "meeting review design build test deploy server network storage database query index "
     "search result page email message payment invoice contract office travel weather city"
 )
-# Rarer topic words: one per row, drawn uniformly, so each is in about 0.5% of rows.
+# Rarer topic words, drawn uniformly for the title and the body of each row, so
+# each of the 159 is in about 1.3% of rows.
 TOPIC_WORDS = words(
     "aardvark acoustics alchemy almanac amphibian anthology aqueduct archipelago armadillo "
     "astronomy avalanche badminton ballad barometer basilica bassoon biscuit blizzard "
@@ -81,8 +82,8 @@ QUERIES = [
     "lighthouse or tornado iceberg",
     "glacier customer",
 ]
-# A search without the index reads and parses every row, about a minute per
-# search on 1,000,000 rows and 2 cores, so only the first few queries run there.
+# A search without the index parses every row: 60 s per search on 1,000,000 rows
+# was measured on 2 busy cores, so only the first few queries run there.
 UNINDEXED_QUERIES = 3
 
 
@@ -93,7 +94,7 @@ def word_expression(array: str, count: int, skew: float) -> str:
 
 
 def generate_rows(conn: psycopg.Connection, rows: int) -> None:
-    """Insert ``rows`` rows of generated text in one statement, in batches of 250,000."""
+    """Insert ``rows`` rows of generated text, 250,000 rows per INSERT ... SELECT."""
     topic = "t[1 + floor(random() * cardinality(t))::int]"
     title = f"{word_expression('c', 4, 2.0)} || ' ' || {topic}"
     before, after = word_expression("c", 10, 2.0), word_expression("c", 8, 2.0)
