@@ -610,6 +610,50 @@ def test_search_index_long_name_shortened(
     assert response.json()["name"].endswith("_fts")
 
 
+def test_search_index_name_taken_by_table_conflict(
+    client: httpx.Client,
+    user: dict[str, Any],
+    project: dict[str, Any],
+    own_articles: str,
+    db: psycopg.Connection,
+) -> None:
+    db.execute(
+        sql.SQL("CREATE TABLE {} ()").format(sql.Identifier(f"{own_articles}_body_english_fts"))
+    )
+
+    response = client.post(
+        search_url(project, own_articles) + "/index",
+        json={"columns": ["body"]},
+        headers=user["headers"],
+    )
+
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "index_exists"
+
+
+def test_search_index_names_distinct_for_similar_tables(
+    client: httpx.Client,
+    user: dict[str, Any],
+    project: dict[str, Any],
+    db: psycopg.Connection,
+    owner: str,
+) -> None:
+    names = []
+    for table in ("Notes-Table", "notes_table"):
+        db.execute(sql.SQL("CREATE TABLE {} (note text)").format(sql.Identifier(table)))
+        give_to_owner(db, table, owner)
+        response = client.post(
+            search_url(project, table) + "/index",
+            json={"columns": ["note"]},
+            headers=user["headers"],
+        )
+        assert response.status_code == 201, response.text
+        names.append(response.json()["name"])
+
+    assert names[0] != names[1]
+    assert names[1] == "notes_table_note_english_fts"
+
+
 def test_search_index_on_view_rejected(
     client: httpx.Client,
     user: dict[str, Any],

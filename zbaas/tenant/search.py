@@ -435,10 +435,15 @@ def _forbidden(exc: psycopg.errors.InsufficientPrivilege) -> Forbidden:
 
 
 def index_name(table: Table, columns: list[str], language: str) -> str:
-    """Return ``<table>_<columns>_<language>_fts``, shortened with a hash past 63 bytes."""
-    name = "_".join([table.name, *columns, language, "fts"])
-    name = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_")
-    if len(name.encode()) <= MAX_IDENTIFIER_BYTES and name:
+    """Return ``<table>_<columns>_<language>_fts``, with a hash when that is not usable.
+
+    A hash of the inputs is added when the name is longer than 63 bytes or had
+    characters other than lowercase letters, digits and underscores replaced,
+    so that two tables such as ``My-Table`` and ``my_table`` get distinct names.
+    """
+    raw = "_".join([table.name, *columns, language, "fts"])
+    name = re.sub(r"[^a-z0-9_]+", "_", raw.lower()).strip("_")
+    if name == raw and len(name.encode()) <= MAX_IDENTIFIER_BYTES:
         return name
     digest = hashlib.sha256(
         "\0".join([table.qualified_name, *columns, language]).encode()
@@ -451,9 +456,9 @@ async def _index_row(
 ) -> dict[str, Any] | None:
     cur = await conn.execute(
         "SELECT i.indexrelid, i.indrelid, i.indisvalid, am.amname, "
-        "pg_get_indexdef(i.indexrelid) AS definition, pg_relation_size(i.indexrelid) AS size "
+        "pg_get_indexdef(i.indexrelid) AS definition, pg_relation_size(c.oid) AS size "
         "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "JOIN pg_index i ON i.indexrelid = c.oid JOIN pg_am am ON am.oid = c.relam "
+        "LEFT JOIN pg_index i ON i.indexrelid = c.oid LEFT JOIN pg_am am ON am.oid = c.relam "
         "WHERE n.nspname = %s AND c.relname = %s",
         (schema, name),
     )
@@ -581,6 +586,13 @@ async def _build_index(
         ) from None
     except psycopg.errors.InsufficientPrivilege as exc:
         raise _forbidden(exc) from None
+    except psycopg.errors.DuplicateTable:
+        # A relation of that name appeared after the check; it is not ours to drop.
+        raise Conflict(
+            f"a relation named {name} already exists in schema {plan.table.schema}; "
+            "drop or rename it",
+            code="index_exists",
+        ) from None
     except (psycopg.errors.DataError, psycopg.errors.ProgramLimitExceeded) as exc:
         logger.warning(
             "building search index %s on %s failed: %s",
