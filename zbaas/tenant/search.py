@@ -325,7 +325,7 @@ async def _run(
 
     The index is read from EXPLAIN (FORMAT JSON) of the same statement with the
     same parameters, planned just before it in the same transaction. Matching
-    index expressions in the catalog would only say that an index could serve
+    index expressions in the catalog would only show that an index could serve
     the query, while the plan shows whether the planner chose it (it may prefer a
     sequential scan on a small table or for a term found in most rows).
     """
@@ -370,10 +370,10 @@ async def search(
     """Search ``table`` as the connection's role, ranked by ``ts_rank_cd``.
 
     With ``fuzzy`` and no full-text match at all, rows are ranked by pg_trgm word
-    similarity instead. Raises NotFound for an unknown table or column,
-    Forbidden when the role may not read the table, and InvalidInput for a
-    column without text, an unknown language, an empty query, fuzzy search
-    without pg_trgm, or a search over its time limit.
+    similarity instead. Raises NotFound for an unknown table or column, and
+    Forbidden when the role may not read the table. Raises InvalidInput for a
+    column without text, an unknown language or an empty query, for fuzzy
+    search without pg_trgm, and for a search over its time limit.
     """
     if not query.strip():
         raise InvalidInput("the search query is empty", code="empty_query")
