@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     migration_statement_timeout_ms: int = Field(
         default=300_000, description="statement_timeout for migrations and user SQL, ms."
     )
+    search_statement_timeout_ms: int = Field(
+        default=30_000, description="statement_timeout for one full-text search request, ms."
+    )
     tenant_pool_max_size: int = Field(
         default=5, description="Connections per project database and role, per API process."
     )

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 
 def routers() -> list[APIRouter]:
-    from zbaas.api import auth, extensions, health, indexes, keys, orgs, projects, rls
+    from zbaas.api import auth, extensions, health, indexes, keys, orgs, projects, rls, search
 
     return [
         health.router,
@@ -17,4 +17,5 @@ def routers() -> list[APIRouter]:
         rls.router,
         extensions.router,
         indexes.router,
+        search.router,
     ]
