@@ -11,8 +11,9 @@ import psycopg
 Severity = Literal["info", "warning", "critical"]
 Status = Literal["ok", "warning", "critical"]
 
-# Severities that change a status; an info finding leaves it ok.
+# An info finding leaves a status ok; a warning or critical finding raises it to its level.
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
+STATUS_RANK: dict[str, int] = {"ok": 0, "warning": 1, "critical": 2}
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,8 @@ class Section:
 
     def add(self, finding: Finding) -> None:
         self.findings.append(finding)
-        self.status = rank_status(self.findings)
+        if SEVERITY_RANK[finding.severity] > STATUS_RANK[self.status]:
+            self.status = "critical" if finding.severity == "critical" else "warning"
 
 
 @dataclass
