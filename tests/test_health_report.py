@@ -31,6 +31,12 @@ SECTIONS = {
     "sequences",
 }
 
+# What the report tells an operator to run to enable statement statistics.
+ENABLE_STATEMENTS = (
+    'CREATE SCHEMA IF NOT EXISTS "zbaas_stats"; '
+    'CREATE EXTENSION IF NOT EXISTS "pg_stat_statements" SCHEMA "zbaas_stats"'
+)
+
 
 def get_report(
     client: httpx.Client, project: dict[str, Any], headers: dict[str, str], **params: Any
@@ -380,12 +386,13 @@ def test_health_reports_slow_query(
     if not statements_preloaded(db):
         assert before["available"] is False
         assert "shared_preload_libraries" in before["message"]
-        assert "CREATE EXTENSION IF NOT EXISTS" in before["summary"]["enable_sql"]
+        assert before["summary"]["enable_sql"] == ENABLE_STATEMENTS
         return
 
     # An operator follows the report's instructions.
     assert before["available"] is False
-    db.execute(before["summary"]["enable_sql"])
+    assert before["summary"]["enable_sql"] == ENABLE_STATEMENTS
+    db.execute(ENABLE_STATEMENTS)
     db.execute(psycopg.sql.SQL("SET ROLE {}").format(psycopg.sql.Identifier(owner_role)))
     db.execute("SELECT pg_sleep(0.3) AS slow_marker")
     db.execute("RESET ROLE")
@@ -465,7 +472,16 @@ def test_health_concurrent_reports(
 
 
 def make_busy(conn: psycopg.Connection, marker: str) -> None:
-    """Create every reportable condition in one database, with names that carry ``marker``."""
+    """Create every reportable condition in one database, with names that carry ``marker``.
+
+    The work runs as the project's owner role, as the project's own SQL would.
+    """
+    if statements_preloaded(conn):
+        conn.execute(ENABLE_STATEMENTS)
+    owner = conn.execute(
+        "SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'public'"
+    ).fetchone()[0]  # type: ignore[index]
+    conn.execute(psycopg.sql.SQL("SET ROLE {}").format(psycopg.sql.Identifier(owner)))
     conn.execute(
         f"CREATE TABLE {marker}_parent (id serial PRIMARY KEY, v int) "
         "WITH (autovacuum_enabled = off)"
@@ -480,6 +496,7 @@ def make_busy(conn: psycopg.Connection, marker: str) -> None:
         conn.execute(f"SELECT count(*) FROM {marker}_parent WHERE v > 0")
     conn.execute(f"SELECT setval('{marker}_parent_id_seq', 2147483000)")
     conn.execute(f"SELECT pg_sleep(0.05) AS {marker}_sleep")
+    conn.execute("RESET ROLE")
     flush_statistics(conn)
 
 
@@ -528,11 +545,15 @@ def test_health_isolated_between_projects(
                 )
             )
             theirs.execute("ROLLBACK")
+            preloaded = statements_preloaded(mine)
     finally:
         client.delete(f"/projects/{other['id']}", headers=user["headers"])
 
     assert created.status_code == 201
     assert marker_a in text
+    assert f"{marker_a}_dup_b" in text
+    if preloaded:
+        assert f"{marker_a}_sleep" in text
     assert marker_b not in text
     assert other["db_name"] not in text
     assert other_role not in text

@@ -38,7 +38,7 @@ def storage_option(options: list[str] | None, name: str, default: int) -> int:
 
 
 def has_width_statistics(row: dict[str, Any]) -> bool:
-    """Whether ANALYZE has measured every column the estimate needs."""
+    """Return whether ANALYZE has measured every column the estimate needs."""
     return row["reltuples"] >= 0 and row["columns_with_stats"] == row["columns"] > 0
 
 

@@ -114,7 +114,7 @@ ORDER BY 1, 2
 """
 
 # Stored expression trees carry the character offset of each node in the statement
-# that created them; two identical expressions written differently only differ there.
+# that created them, so two identical expressions written differently differ only there.
 LOCATION_PATTERN = re.compile(r":location -?\d+")
 
 
@@ -200,7 +200,7 @@ def bloat_section(
 
 
 def _covers(index: dict[str, Any], attnums: list[int]) -> bool:
-    """Whether the index's leading key columns are exactly the given columns, in any order."""
+    """Return whether the index's leading key columns are the given ones, in any order."""
     leading = index["attnums"][: len(attnums)]
     return (
         index["is_valid"]
@@ -331,7 +331,7 @@ def _per_column(text: str, count: int) -> list[str]:
 
 
 def _is_prefix(short: dict[str, Any], long: dict[str, Any]) -> bool:
-    """Whether B-tree ``long`` serves every lookup of ``short``: same leading columns."""
+    """Return whether B-tree ``long`` serves every lookup of ``short``: same leading columns."""
     count = short["key_count"]
     return (
         short["method"] == long["method"] == "btree"

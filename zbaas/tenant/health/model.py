@@ -57,8 +57,8 @@ class Finding:
 class Section:
     """One area of the report: its status, measured rows, totals and findings.
 
-    ``available`` is false when the server cannot provide the data; ``message`` then
-    says why and how to enable it.
+    ``available`` is false when the server cannot provide the data, and ``message``
+    then explains why and how to enable it.
     """
 
     status: Status = "ok"
@@ -122,4 +122,8 @@ class Context:
 
 def rank_status(findings: list[Finding]) -> Status:
     worst = max((SEVERITY_RANK[f.severity] for f in findings), default=0)
-    return "critical" if worst == 2 else "warning" if worst == 1 else "ok"
+    if worst == SEVERITY_RANK["critical"]:
+        return "critical"
+    if worst == SEVERITY_RANK["warning"]:
+        return "warning"
+    return "ok"

@@ -4,7 +4,7 @@ The report does not create the extension. A GET changes nothing in the project
 database, and the extension is not one the project's roles could have created
 themselves: only a superuser may, so a backup restored by the owner role would
 fail on it. Where it is created also matters, because its view returns the
-counters of every database on the server to whoever may select from it. The
+counters of every database on the server to every role that may select from it. The
 message therefore gives an operator the statements that enable it in a schema
 that the project's roles cannot use.
 """

@@ -65,7 +65,7 @@ CROSS JOIN LATERAL (
 WHERE c.relkind IN ('r', 'm') AND {SYSTEM_SCHEMA_FILTER}
 """
 
-# Below this many block reads and hits a cache hit ratio says nothing yet.
+# Below this many block reads and hits, a cache hit ratio is not yet meaningful.
 CACHE_HIT_MIN_BLOCKS = 1000
 
 
