@@ -407,6 +407,22 @@ def test_health_reports_slow_query(
     assert any("slow_marker" in item["query"] for item in section["items"])
 
 
+def test_health_old_statements_extension_unavailable(
+    client: httpx.Client, user: dict[str, Any], project: dict[str, Any], db: psycopg.Connection
+) -> None:
+    if not statements_preloaded(db):
+        pytest.skip("pg_stat_statements is not preloaded on this server")
+    db.execute("CREATE SCHEMA zbaas_stats")
+    db.execute("CREATE EXTENSION pg_stat_statements VERSION '1.4' SCHEMA zbaas_stats")
+
+    report = get_report(client, project, user["headers"])
+    section = report["sections"]["slow_queries"]
+
+    assert section["available"] is False
+    assert "ALTER EXTENSION pg_stat_statements UPDATE" in section["message"]
+    assert set(report["sections"]) == SECTIONS
+
+
 def test_health_reports_sequence_near_max(
     client: httpx.Client, user: dict[str, Any], project: dict[str, Any], db: psycopg.Connection
 ) -> None:

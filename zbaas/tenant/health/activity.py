@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from zbaas.tenant.health.model import Context, Finding, Section, Thresholds
@@ -81,14 +82,15 @@ WHERE d.datname = current_database()
 
 
 async def collect(
-    ctx_conn: Any, thresholds: Thresholds
+    conn: psycopg.AsyncConnection[Any], thresholds: Thresholds
 ) -> tuple[Context, dict[str, Section], list[Finding]]:
     """Read the database's facts and sessions.
 
     Returns the context, the connections and long_running sections, and the
     database-wide vacuum findings.
     """
-    row = await (await ctx_conn.execute(ACTIVITY_SQL)).fetchone()
+    row = await (await conn.execute(ACTIVITY_SQL)).fetchone()
+    assert row is not None  # the current database is always in pg_database
     context = Context(
         database=row["database"],
         database_oid=row["database_oid"],
@@ -101,7 +103,7 @@ async def collect(
             name.strip() for name in row["preload_libraries"].split(",") if name.strip()
         ],
         statements_schema=row["statements_schema"],
-        conn=ctx_conn,
+        conn=conn,
     )
     sections = {
         "connections": connections_section(row, thresholds),

@@ -6,7 +6,7 @@ from typing import Any
 
 from psycopg import sql
 
-from zbaas.tenant.health.model import Context, Finding, Section, Thresholds
+from zbaas.tenant.health.model import Context, Finding, Section, Severity, Thresholds
 from zbaas.tenant.health.tables import SYSTEM_SCHEMA_FILTER
 
 # The column a sequence fills (serial or identity) can be narrower than the sequence.
@@ -146,7 +146,7 @@ def _fix_sql(context: Context, row: dict[str, Any]) -> str | None:
 
 
 def _finding(
-    context: Context, row: dict[str, Any], limit: int, ratio: float, severity: str
+    context: Context, row: dict[str, Any], limit: int, ratio: float, severity: Severity
 ) -> Finding:
     column = _column_name(row)
     target = f" for {column} ({row['column_type']})" if column else ""
@@ -160,7 +160,7 @@ def _finding(
             "and columns that reference it need the same change."
         )
     return Finding(
-        severity="critical" if severity == "critical" else "warning",
+        severity=severity,
         object_type="sequence",
         object=row["display_name"],
         message=f"sequence {row['display_name']}{target} has used {ratio:.1%} of its range "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from zbaas.tenant.health.model import Context, Finding, Section, Thresholds
@@ -89,11 +90,19 @@ async def collect(context: Context, thresholds: Thresholds) -> Section:
     query = sql.SQL(STATEMENTS_SQL).format(
         view=sql.Identifier(context.statements_schema, EXTENSION)
     )
-    rows = await (
-        await context.conn.execute(
-            query, {"database_oid": context.database_oid, "limit": thresholds.limit}
+    params = {"database_oid": context.database_oid, "limit": thresholds.limit}
+    try:
+        # A savepoint, so that a failure here leaves the other sections' transaction usable.
+        async with context.conn.transaction():
+            rows = await (await context.conn.execute(query, params)).fetchall()
+    except psycopg.errors.UndefinedColumn:
+        # Versions before 1.8 (PostgreSQL 12 and older) name the columns total_time etc.
+        return Section(
+            available=False,
+            message=f"{EXTENSION} in database {context.database} is at a version older than "
+            f"1.8, without total_exec_time. To update it, have a superuser run there: "
+            f"ALTER EXTENSION {EXTENSION} UPDATE",
         )
-    ).fetchall()
 
     section = Section(
         message=f"Statements of this database by total and mean execution time, "
