@@ -14,7 +14,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import connect, signup_and_login
+from tests.conftest import ThreadedServer, connect, signup_and_login
 
 SECTIONS = {
     "table_bloat",
@@ -93,288 +93,6 @@ def test_health_fresh_project_ok(
     assert report["finding_counts"]["warning"] == 0
 
 
-def test_health_secret_key_allowed(
-    client: httpx.Client, project: dict[str, Any], secret_key: str
-) -> None:
-    report = get_report(client, project, {"apikey": secret_key})
-
-    assert report["status"] == "ok"
-
-
-def test_health_publishable_key_forbidden(
-    client: httpx.Client, user: dict[str, Any], project: dict[str, Any]
-) -> None:
-    created = client.post(
-        f"/projects/{project['id']}/keys",
-        json={"name": "web", "type": "publishable"},
-        headers=user["headers"],
-    )
-    response = client.get(
-        f"/projects/{project['id']}/db/health", headers={"apikey": created.json()["key"]}
-    )
-
-    assert response.status_code == 403
-    assert response.json()["error"]["code"] == "forbidden"
-
-
-def test_health_other_user_not_found(client: httpx.Client, project: dict[str, Any]) -> None:
-    stranger = signup_and_login(client)
-    response = client.get(f"/projects/{project['id']}/db/health", headers=stranger["headers"])
-
-    assert response.status_code == 404
-    assert response.json()["error"]["code"] == "project_not_found"
-
-
-def test_health_requires_credentials(client: httpx.Client, project: dict[str, Any]) -> None:
-    response = client.get(f"/projects/{project['id']}/db/health")
-
-    assert response.status_code == 401
-
-
-BAD_THRESHOLDS = [
-    {"bloat_min_ratio": "2"},
-    {"bloat_min_ratio": "nan"},
-    {"limit": "0"},
-    {"limit": "1001"},
-    {"seq_scan_min_rows": "many"},
-    {"seq_scan_min_rows": "-1"},
-    {"long_transaction_seconds": "0"},
-    {"slow_query_mean_ms": "inf"},
-    {"xid_age_warning": str(2**40)},
-    {"sequence_warning_ratio": "0.95", "sequence_critical_ratio": "0.9"},
-    {"connections_warning_ratio": "0.9", "connections_critical_ratio": "0.5"},
-    {"no_such_threshold": "1"},
-    {"limit": "1; DROP TABLE auth.users --"},
-]
-
-
-def test_health_rejects_bad_thresholds(
-    client: httpx.Client, user: dict[str, Any], project: dict[str, Any]
-) -> None:
-    for params in BAD_THRESHOLDS:
-        response = client.get(
-            f"/projects/{project['id']}/db/health", params=params, headers=user["headers"]
-        )
-
-        assert response.status_code == 422, params
-        assert response.json()["error"]["code"] == "validation_failed", params
-
-
-def test_health_reports_table_bloat(
-    client: httpx.Client, user: dict[str, Any], project: dict[str, Any], db: psycopg.Connection
-) -> None:
-    db.execute(
-        "CREATE TABLE bloated (id int PRIMARY KEY, payload text) WITH (autovacuum_enabled = off)"
-    )
-    db.execute("INSERT INTO bloated SELECT g, repeat('x', 100) FROM generate_series(1, 5000) g")
-    db.execute("ANALYZE bloated")
-    # Each full update leaves a dead copy of every row; without VACUUM the table triples.
-    db.execute("UPDATE bloated SET payload = payload || ''")
-    db.execute("UPDATE bloated SET payload = payload || ''")
-    db.execute("ANALYZE bloated")
-    flush_statistics(db)
-
-    report = get_report(
-        client,
-        project,
-        user["headers"],
-        bloat_min_bytes=100_000,
-        bloat_min_ratio=0.5,
-        vacuum_dead_rows=1000,
-    )
-    bloat = findings(report, "table_bloat", "public.bloated")
-    dead_rows = [
-        f for f in findings(report, "vacuum", "public.bloated") if "dead rows" in f["message"]
-    ]
-    disabled = [
-        f for f in findings(report, "vacuum", "public.bloated") if "autovacuum" in f["message"]
-    ]
-
-    assert len(bloat) == 1
-    assert bloat[0]["severity"] == "warning"
-    assert "public.bloated" in bloat[0]["message"]
-    assert bloat[0]["fix_sql"] == 'VACUUM (ANALYZE) "public"."bloated"'
-    assert findings(report, "table_bloat", "public.bloated_pkey") != []
-    assert dead_rows[0]["fix_sql"] == 'VACUUM (ANALYZE) "public"."bloated"'
-    assert disabled[0]["fix_sql"] == 'ALTER TABLE "public"."bloated" RESET (autovacuum_enabled)'
-    assert report["status"] == "warning"
-
-
-def test_health_bloat_below_threshold_not_reported(
-    client: httpx.Client, user: dict[str, Any], project: dict[str, Any], db: psycopg.Connection
-) -> None:
-    db.execute("CREATE TABLE tidy (id int PRIMARY KEY, payload text)")
-    db.execute("INSERT INTO tidy SELECT g, repeat('x', 100) FROM generate_series(1, 5000) g")
-    db.execute("ANALYZE tidy")
-
-    report = get_report(client, project, user["headers"], bloat_min_bytes=100_000)
-    items = [i for i in report["sections"]["table_bloat"]["items"] if i["name"] == "public.tidy"]
-
-    assert findings(report, "table_bloat", "public.tidy") == []
-    assert items[0]["wasted_ratio"] < 0.2
-
-
-def test_health_reports_sequential_scans(
-    client: httpx.Client, user: dict[str, Any], project: dict[str, Any], db: psycopg.Connection
-) -> None:
-    db.execute("CREATE TABLE scanned (id int, v int)")
-    db.execute("INSERT INTO scanned SELECT g, g % 10 FROM generate_series(1, 300) g")
-    for _ in range(6):
-        db.execute("SELECT count(*) FROM scanned WHERE v = 7")
-    flush_statistics(db)
-
-    report = get_report(
-        client, project, user["headers"], seq_scan_min_rows=100, seq_scan_min_count=5
-    )
-    found = findings(report, "missing_indexes", "public.scanned")
-    default = get_report(client, project, user["headers"])
-
-    assert len(found) == 1
-    assert "300 rows" in found[0]["message"]
-    assert findings(default, "missing_indexes", "public.scanned") == []
-
-
-def test_health_reports_unindexed_foreign_key(
-    client: httpx.Client, user: dict[str, Any], project: dict[str, Any], db: psycopg.Connection
-) -> None:
-    db.execute("CREATE TABLE parent (id int PRIMARY KEY)")
-    db.execute('CREATE TABLE "we;ird ""kid""" ("Parent--id" int REFERENCES parent)')
-    db.execute("CREATE TABLE indexed_kid (parent_id int REFERENCES parent)")
-    db.execute("CREATE INDEX ON indexed_kid (parent_id)")
-
-    report = get_report(client, project, user["headers"])
-    found = [
-        f
-        for f in findings(report, "missing_indexes")
-        if f["object_type"] == "foreign_key" and 'kid"""' in f["object"]
-    ]
-    indexed = [f for f in findings(report, "missing_indexes") if "indexed_kid" in f["object"]]
-
-    assert len(found) == 1
-    assert found[0]["fix_sql"] == (
-        'CREATE INDEX CONCURRENTLY ON "public"."we;ird ""kid""" ("Parent--id")'
-    )
-    assert indexed == []
-
-    db.execute(found[0]["fix_sql"])
-    fixed = get_report(client, project, user["headers"])
-
-    assert [f for f in findings(fixed, "missing_indexes") if 'kid"""' in f["object"]] == []
-
-
-def test_health_reports_duplicate_index(
-    client: httpx.Client, user: dict[str, Any], project: dict[str, Any], db: psycopg.Connection
-) -> None:
-    db.execute("CREATE TABLE orders (id int PRIMARY KEY, customer int, placed date)")
-    db.execute("CREATE INDEX orders_customer_a ON orders (customer)")
-    db.execute("CREATE INDEX orders_customer_b ON orders (customer)")
-    db.execute("CREATE INDEX orders_placed ON orders (placed)")
-    db.execute("CREATE INDEX orders_placed_customer ON orders (placed, customer)")
-    db.execute("CREATE INDEX orders_customer_partial ON orders (customer) WHERE placed IS NULL")
-
-    report = get_report(client, project, user["headers"])
-    exact = findings(report, "duplicate_indexes", "public.orders_customer_b")
-    prefix = findings(report, "duplicate_indexes", "public.orders_placed")
-    reported = {f["object"] for f in findings(report, "duplicate_indexes")}
-
-    assert "public.orders_customer_a" in exact[0]["message"]
-    assert exact[0]["fix_sql"] == 'DROP INDEX CONCURRENTLY "public"."orders_customer_b"'
-    assert "public.orders_placed_customer" in prefix[0]["message"]
-    assert "public.orders_customer_a" not in reported
-    assert "public.orders_customer_partial" not in reported
-    assert "public.orders_pkey" not in reported
-
-
-def test_health_reports_unused_index(
-    client: httpx.Client, user: dict[str, Any], project: dict[str, Any], db: psycopg.Connection
-) -> None:
-    db.execute("CREATE TABLE events (id int PRIMARY KEY, kind text, seen int)")
-    db.execute("INSERT INTO events SELECT g, 'k' || g % 5, g FROM generate_series(1, 2000) g")
-    db.execute("CREATE INDEX events_kind_idle ON events (kind)")
-    db.execute("CREATE INDEX events_seen_used ON events (seen)")
-    db.execute("ANALYZE events")
-    db.execute("SET enable_seqscan = off")
-    db.execute("SELECT * FROM events WHERE seen = 10")
-    db.execute("RESET enable_seqscan")
-    flush_statistics(db)
-
-    report = get_report(client, project, user["headers"])
-    idle = findings(report, "unused_indexes", "public.events_kind_idle")
-
-    assert idle[0]["severity"] == "info"
-    assert idle[0]["fix_sql"] == 'DROP INDEX CONCURRENTLY "public"."events_kind_idle"'
-    assert findings(report, "unused_indexes", "public.events_seen_used") == []
-    assert findings(report, "unused_indexes", "public.events_pkey") == []
-
-
-def test_health_reports_invalid_index(
-    client: httpx.Client, user: dict[str, Any], project: dict[str, Any], db: psycopg.Connection
-) -> None:
-    db.execute("CREATE TABLE emails (address text)")
-    db.execute("INSERT INTO emails VALUES ('a@example.com'), ('a@example.com')")
-    with pytest.raises(psycopg.errors.UniqueViolation):
-        db.execute("CREATE UNIQUE INDEX CONCURRENTLY emails_address_key ON emails (address)")
-
-    report = get_report(client, project, user["headers"])
-    found = findings(report, "invalid_indexes", "public.emails_address_key")
-
-    assert found[0]["severity"] == "warning"
-    assert found[0]["fix_sql"] == 'DROP INDEX CONCURRENTLY "public"."emails_address_key"'
-
-
-def test_health_reports_open_transaction(
-    client: httpx.Client,
-    user: dict[str, Any],
-    project: dict[str, Any],
-    server_url: str,
-    owner_role: str,
-) -> None:
-    with connect(server_url, project["db_name"]) as holder:
-        holder.execute("BEGIN")
-        holder.execute("SELECT 1 AS held_open_marker")
-        pid = holder.info.backend_pid
-        time.sleep(1.2)
-        report = get_report(client, project, user["headers"], long_transaction_seconds=1)
-        holder.execute("ROLLBACK")
-
-    found = findings(report, "long_running", f"pid {pid}")
-    items = [i for i in report["sections"]["long_running"]["items"] if i["pid"] == pid]
-
-    assert found[0]["severity"] == "warning"
-    assert "idle in transaction" in found[0]["message"]
-    assert found[0]["fix_sql"] == f"SELECT pg_terminate_backend({pid})"
-    assert "held_open_marker" in items[0]["query"]
-    assert report["status"] == "warning"
-
-
-def test_health_reports_lock_wait(
-    client: httpx.Client, user: dict[str, Any], project: dict[str, Any], server_url: str
-) -> None:
-    with (
-        connect(server_url, project["db_name"]) as holder,
-        connect(server_url, project["db_name"]) as waiter,
-    ):
-        holder_pid, waiter_pid = holder.info.backend_pid, waiter.info.backend_pid
-        holder.execute("CREATE TABLE contended (id int PRIMARY KEY)")
-        holder.execute("BEGIN")
-        holder.execute("LOCK TABLE contended IN ACCESS EXCLUSIVE MODE")
-        blocked = threading.Thread(target=waiter.execute, args=("SELECT * FROM contended",))
-        blocked.start()
-        time.sleep(1.2)
-        try:
-            # The report itself must not queue behind the ACCESS EXCLUSIVE lock.
-            report = get_report(client, project, user["headers"], lock_wait_seconds=0.5)
-        finally:
-            holder.execute("ROLLBACK")
-            blocked.join(timeout=30)
-
-    found = findings(report, "long_running", f"pid {waiter_pid}")
-
-    assert "public.contended" in found[0]["message"]
-    assert str(holder_pid) in found[0]["message"]
-    assert found[0]["fix_sql"] == f"SELECT pg_terminate_backend({holder_pid})"
-
-
 def test_health_reports_slow_query(
     client: httpx.Client,
     user: dict[str, Any],
@@ -423,68 +141,417 @@ def test_health_old_statements_extension_unavailable(
     assert set(report["sections"]) == SECTIONS
 
 
-def test_health_reports_sequence_near_max(
-    client: httpx.Client, user: dict[str, Any], project: dict[str, Any], db: psycopg.Connection
-) -> None:
-    db.execute("CREATE TABLE tickets (id serial PRIMARY KEY, note text)")
-    db.execute("ALTER SEQUENCE tickets_id_seq RESTART WITH 2147483000")
-    db.execute("INSERT INTO tickets (note) VALUES ('late')")
-    db.execute("CREATE SEQUENCE fresh_seq")
-    db.execute("SELECT nextval('fresh_seq')")
-
-    report = get_report(client, project, user["headers"])
-    found = findings(report, "sequences", "public.tickets_id_seq")
-
-    assert found[0]["severity"] == "critical"
-    assert "public.tickets.id" in found[0]["message"]
-    assert report["status"] == "critical"
-    assert findings(report, "sequences", "public.fresh_seq") == []
-
-    db.execute(found[0]["fix_sql"])
-    fixed = get_report(client, project, user["headers"])
-
-    assert findings(fixed, "sequences", "public.tickets_id_seq") == []
+BAD_THRESHOLDS = [
+    {"bloat_min_ratio": "2"},
+    {"bloat_min_ratio": "nan"},
+    {"limit": "0"},
+    {"limit": "1001"},
+    {"seq_scan_min_rows": "many"},
+    {"seq_scan_min_rows": "-1"},
+    {"long_transaction_seconds": "0"},
+    {"slow_query_mean_ms": "inf"},
+    {"xid_age_warning": str(2**40)},
+    {"sequence_warning_ratio": "0.95", "sequence_critical_ratio": "0.9"},
+    {"connections_warning_ratio": "0.9", "connections_critical_ratio": "0.5"},
+    {"no_such_threshold": "1"},
+    {"limit": "1; DROP TABLE auth.users --"},
+]
 
 
-def test_health_reports_transaction_id_age(
-    client: httpx.Client, user: dict[str, Any], project: dict[str, Any], db: psycopg.Connection
-) -> None:
-    db.execute("CREATE TABLE aging (id int)")
-    for _ in range(3):
-        db.execute("INSERT INTO aging VALUES (1)")
+class TestSharedProject:
+    """Conditions created in one shared project, each under object names of its own.
 
-    report = get_report(client, project, user["headers"], xid_age_warning=2, xid_age_critical=2**31)
-    found = [f for f in findings(report, "vacuum", "public.aging") if "wraparound" in f["message"]]
+    Creating a database costs seconds, so these tests share one project.
+    """
 
-    assert found[0]["fix_sql"] == 'VACUUM (FREEZE, ANALYZE) "public"."aging"'
+    @pytest.fixture(scope="class")
+    def user(self, api: ThreadedServer) -> dict[str, Any]:
+        with httpx.Client(base_url=api.url, timeout=60) as http:
+            return signup_and_login(http)
 
+    @pytest.fixture(scope="class")
+    def project(self, api: ThreadedServer, user: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        with httpx.Client(base_url=api.url, timeout=60) as http:
+            created = http.post(
+                "/projects",
+                json={"name": "Shared", "slug": f"h-{uuid.uuid4().hex[:8]}"},
+                headers=user["headers"],
+            )
+            assert created.status_code == 201, created.text
+            yield created.json()
+            http.delete(f"/projects/{created.json()['id']}", headers=user["headers"])
 
-def test_health_counts_connections_by_role(
-    client: httpx.Client,
-    user: dict[str, Any],
-    project: dict[str, Any],
-    server_url: str,
-) -> None:
-    with connect(server_url, project["db_name"]):
-        report = get_report(client, project, user["headers"], connections_warning_ratio=0)
+    @pytest.fixture
+    def secret_key(
+        self, client: httpx.Client, user: dict[str, Any], project: dict[str, Any]
+    ) -> str:
+        response = client.post(
+            f"/projects/{project['id']}/keys",
+            json={"name": "tests", "type": "secret"},
+            headers=user["headers"],
+        )
+        assert response.status_code == 201, response.text
+        return str(response.json()["key"])
 
-    section = report["sections"]["connections"]
+    def test_health_secret_key_allowed(
+        self, client: httpx.Client, project: dict[str, Any], secret_key: str
+    ) -> None:
+        report = get_report(client, project, {"apikey": secret_key})
 
-    assert section["summary"]["total"] >= 2
-    assert sum(item["count"] for item in section["items"]) == section["summary"]["total"]
-    assert section["findings"][0]["object"] == project["db_name"]
+        assert report["database"] == project["db_name"]
 
-
-def test_health_concurrent_reports(
-    client: httpx.Client, user: dict[str, Any], project: dict[str, Any]
-) -> None:
-    url = f"/projects/{project['id']}/db/health"
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        statuses = list(
-            pool.map(lambda _: client.get(url, headers=user["headers"]).status_code, range(8))
+    def test_health_publishable_key_forbidden(
+        self, client: httpx.Client, user: dict[str, Any], project: dict[str, Any]
+    ) -> None:
+        created = client.post(
+            f"/projects/{project['id']}/keys",
+            json={"name": "web", "type": "publishable"},
+            headers=user["headers"],
+        )
+        response = client.get(
+            f"/projects/{project['id']}/db/health", headers={"apikey": created.json()["key"]}
         )
 
-    assert statuses == [200] * 8
+        assert response.status_code == 403
+        assert response.json()["error"]["code"] == "forbidden"
+
+    def test_health_other_user_not_found(
+        self, client: httpx.Client, project: dict[str, Any]
+    ) -> None:
+        stranger = signup_and_login(client)
+        response = client.get(f"/projects/{project['id']}/db/health", headers=stranger["headers"])
+
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "project_not_found"
+
+    def test_health_requires_credentials(
+        self, client: httpx.Client, project: dict[str, Any]
+    ) -> None:
+        response = client.get(f"/projects/{project['id']}/db/health")
+
+        assert response.status_code == 401
+
+    def test_health_rejects_bad_thresholds(
+        self, client: httpx.Client, user: dict[str, Any], project: dict[str, Any]
+    ) -> None:
+        for params in BAD_THRESHOLDS:
+            response = client.get(
+                f"/projects/{project['id']}/db/health", params=params, headers=user["headers"]
+            )
+
+            assert response.status_code == 422, params
+            assert response.json()["error"]["code"] == "validation_failed", params
+
+    def test_health_reports_table_bloat(
+        self,
+        client: httpx.Client,
+        user: dict[str, Any],
+        project: dict[str, Any],
+        db: psycopg.Connection,
+    ) -> None:
+        db.execute(
+            "CREATE TABLE bloated (id int PRIMARY KEY, payload text) "
+            "WITH (autovacuum_enabled = off)"
+        )
+        db.execute("INSERT INTO bloated SELECT g, repeat('x', 100) FROM generate_series(1, 5000) g")
+        db.execute("ANALYZE bloated")
+        # Each full update leaves a dead copy of every row; without VACUUM the table triples.
+        db.execute("UPDATE bloated SET payload = payload || ''")
+        db.execute("UPDATE bloated SET payload = payload || ''")
+        db.execute("ANALYZE bloated")
+        flush_statistics(db)
+
+        report = get_report(
+            client,
+            project,
+            user["headers"],
+            bloat_min_bytes=100_000,
+            bloat_min_ratio=0.5,
+            vacuum_dead_rows=1000,
+        )
+        bloat = findings(report, "table_bloat", "public.bloated")
+        dead_rows = [
+            f for f in findings(report, "vacuum", "public.bloated") if "dead rows" in f["message"]
+        ]
+        disabled = [
+            f for f in findings(report, "vacuum", "public.bloated") if "autovacuum" in f["message"]
+        ]
+
+        assert len(bloat) == 1
+        assert bloat[0]["severity"] == "warning"
+        assert "public.bloated" in bloat[0]["message"]
+        assert bloat[0]["fix_sql"] == 'VACUUM (ANALYZE) "public"."bloated"'
+        assert findings(report, "table_bloat", "public.bloated_pkey") != []
+        assert dead_rows[0]["fix_sql"] == 'VACUUM (ANALYZE) "public"."bloated"'
+        assert disabled[0]["fix_sql"] == 'ALTER TABLE "public"."bloated" RESET (autovacuum_enabled)'
+        assert report["status"] == "warning"
+
+    def test_health_bloat_below_threshold_not_reported(
+        self,
+        client: httpx.Client,
+        user: dict[str, Any],
+        project: dict[str, Any],
+        db: psycopg.Connection,
+    ) -> None:
+        db.execute("CREATE TABLE tidy (id int PRIMARY KEY, payload text)")
+        db.execute("INSERT INTO tidy SELECT g, repeat('x', 100) FROM generate_series(1, 5000) g")
+        db.execute("ANALYZE tidy")
+
+        report = get_report(client, project, user["headers"], bloat_min_bytes=100_000)
+        items = [
+            i for i in report["sections"]["table_bloat"]["items"] if i["name"] == "public.tidy"
+        ]
+
+        assert findings(report, "table_bloat", "public.tidy") == []
+        assert items[0]["wasted_ratio"] < 0.2
+
+    def test_health_reports_sequential_scans(
+        self,
+        client: httpx.Client,
+        user: dict[str, Any],
+        project: dict[str, Any],
+        db: psycopg.Connection,
+    ) -> None:
+        db.execute("CREATE TABLE scanned (id int, v int)")
+        db.execute("INSERT INTO scanned SELECT g, g % 10 FROM generate_series(1, 300) g")
+        for _ in range(6):
+            db.execute("SELECT count(*) FROM scanned WHERE v = 7")
+        flush_statistics(db)
+
+        report = get_report(
+            client, project, user["headers"], seq_scan_min_rows=100, seq_scan_min_count=5
+        )
+        found = findings(report, "missing_indexes", "public.scanned")
+        default = get_report(client, project, user["headers"])
+
+        assert len(found) == 1
+        assert "300 rows" in found[0]["message"]
+        assert findings(default, "missing_indexes", "public.scanned") == []
+
+    def test_health_reports_unindexed_foreign_key(
+        self,
+        client: httpx.Client,
+        user: dict[str, Any],
+        project: dict[str, Any],
+        db: psycopg.Connection,
+    ) -> None:
+        db.execute("CREATE TABLE parent (id int PRIMARY KEY)")
+        db.execute('CREATE TABLE "we;ird ""kid""" ("Parent--id" int REFERENCES parent)')
+        db.execute("CREATE TABLE indexed_kid (parent_id int REFERENCES parent)")
+        db.execute("CREATE INDEX ON indexed_kid (parent_id)")
+
+        report = get_report(client, project, user["headers"])
+        found = [
+            f
+            for f in findings(report, "missing_indexes")
+            if f["object_type"] == "foreign_key" and 'kid"""' in f["object"]
+        ]
+        indexed = [f for f in findings(report, "missing_indexes") if "indexed_kid" in f["object"]]
+
+        assert len(found) == 1
+        assert found[0]["fix_sql"] == (
+            'CREATE INDEX CONCURRENTLY ON "public"."we;ird ""kid""" ("Parent--id")'
+        )
+        assert indexed == []
+
+        db.execute(found[0]["fix_sql"])
+        fixed = get_report(client, project, user["headers"])
+
+        assert [f for f in findings(fixed, "missing_indexes") if 'kid"""' in f["object"]] == []
+
+    def test_health_reports_duplicate_index(
+        self,
+        client: httpx.Client,
+        user: dict[str, Any],
+        project: dict[str, Any],
+        db: psycopg.Connection,
+    ) -> None:
+        db.execute("CREATE TABLE orders (id int PRIMARY KEY, customer int, placed date)")
+        db.execute("CREATE INDEX orders_customer_a ON orders (customer)")
+        db.execute("CREATE INDEX orders_customer_b ON orders (customer)")
+        db.execute("CREATE INDEX orders_placed ON orders (placed)")
+        db.execute("CREATE INDEX orders_placed_customer ON orders (placed, customer)")
+        db.execute("CREATE INDEX orders_customer_partial ON orders (customer) WHERE placed IS NULL")
+
+        report = get_report(client, project, user["headers"])
+        exact = findings(report, "duplicate_indexes", "public.orders_customer_b")
+        prefix = findings(report, "duplicate_indexes", "public.orders_placed")
+        reported = {f["object"] for f in findings(report, "duplicate_indexes")}
+
+        assert "public.orders_customer_a" in exact[0]["message"]
+        assert exact[0]["fix_sql"] == 'DROP INDEX CONCURRENTLY "public"."orders_customer_b"'
+        assert "public.orders_placed_customer" in prefix[0]["message"]
+        assert "public.orders_customer_a" not in reported
+        assert "public.orders_customer_partial" not in reported
+        assert "public.orders_pkey" not in reported
+
+    def test_health_reports_unused_index(
+        self,
+        client: httpx.Client,
+        user: dict[str, Any],
+        project: dict[str, Any],
+        db: psycopg.Connection,
+    ) -> None:
+        db.execute("CREATE TABLE events (id int PRIMARY KEY, kind text, seen int)")
+        db.execute("INSERT INTO events SELECT g, 'k' || g % 5, g FROM generate_series(1, 2000) g")
+        db.execute("CREATE INDEX events_kind_idle ON events (kind)")
+        db.execute("CREATE INDEX events_seen_used ON events (seen)")
+        db.execute("ANALYZE events")
+        db.execute("SET enable_seqscan = off")
+        db.execute("SELECT * FROM events WHERE seen = 10")
+        db.execute("RESET enable_seqscan")
+        flush_statistics(db)
+
+        report = get_report(client, project, user["headers"])
+        idle = findings(report, "unused_indexes", "public.events_kind_idle")
+
+        assert idle[0]["severity"] == "info"
+        assert idle[0]["fix_sql"] == 'DROP INDEX CONCURRENTLY "public"."events_kind_idle"'
+        assert findings(report, "unused_indexes", "public.events_seen_used") == []
+        assert findings(report, "unused_indexes", "public.events_pkey") == []
+
+    def test_health_reports_invalid_index(
+        self,
+        client: httpx.Client,
+        user: dict[str, Any],
+        project: dict[str, Any],
+        db: psycopg.Connection,
+    ) -> None:
+        db.execute("CREATE TABLE emails (address text)")
+        db.execute("INSERT INTO emails VALUES ('a@example.com'), ('a@example.com')")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            db.execute("CREATE UNIQUE INDEX CONCURRENTLY emails_address_key ON emails (address)")
+
+        report = get_report(client, project, user["headers"])
+        found = findings(report, "invalid_indexes", "public.emails_address_key")
+
+        assert found[0]["severity"] == "warning"
+        assert found[0]["fix_sql"] == 'DROP INDEX CONCURRENTLY "public"."emails_address_key"'
+
+    def test_health_reports_open_transaction(
+        self,
+        client: httpx.Client,
+        user: dict[str, Any],
+        project: dict[str, Any],
+        server_url: str,
+        owner_role: str,
+    ) -> None:
+        with connect(server_url, project["db_name"]) as holder:
+            holder.execute("BEGIN")
+            holder.execute("SELECT 1 AS held_open_marker")
+            pid = holder.info.backend_pid
+            time.sleep(1.2)
+            report = get_report(client, project, user["headers"], long_transaction_seconds=1)
+            holder.execute("ROLLBACK")
+
+        found = findings(report, "long_running", f"pid {pid}")
+        items = [i for i in report["sections"]["long_running"]["items"] if i["pid"] == pid]
+
+        assert found[0]["severity"] == "warning"
+        assert "idle in transaction" in found[0]["message"]
+        assert found[0]["fix_sql"] == f"SELECT pg_terminate_backend({pid})"
+        assert "held_open_marker" in items[0]["query"]
+        assert report["status"] == "warning"
+
+    def test_health_reports_lock_wait(
+        self, client: httpx.Client, user: dict[str, Any], project: dict[str, Any], server_url: str
+    ) -> None:
+        with (
+            connect(server_url, project["db_name"]) as holder,
+            connect(server_url, project["db_name"]) as waiter,
+        ):
+            holder_pid, waiter_pid = holder.info.backend_pid, waiter.info.backend_pid
+            holder.execute("CREATE TABLE contended (id int PRIMARY KEY)")
+            holder.execute("BEGIN")
+            holder.execute("LOCK TABLE contended IN ACCESS EXCLUSIVE MODE")
+            blocked = threading.Thread(target=waiter.execute, args=("SELECT * FROM contended",))
+            blocked.start()
+            time.sleep(1.2)
+            try:
+                # The report itself must not queue behind the ACCESS EXCLUSIVE lock.
+                report = get_report(client, project, user["headers"], lock_wait_seconds=0.5)
+            finally:
+                holder.execute("ROLLBACK")
+                blocked.join(timeout=30)
+
+        found = findings(report, "long_running", f"pid {waiter_pid}")
+
+        assert "public.contended" in found[0]["message"]
+        assert str(holder_pid) in found[0]["message"]
+        assert found[0]["fix_sql"] == f"SELECT pg_terminate_backend({holder_pid})"
+
+    def test_health_reports_sequence_near_max(
+        self,
+        client: httpx.Client,
+        user: dict[str, Any],
+        project: dict[str, Any],
+        db: psycopg.Connection,
+    ) -> None:
+        db.execute("CREATE TABLE tickets (id serial PRIMARY KEY, note text)")
+        db.execute("ALTER SEQUENCE tickets_id_seq RESTART WITH 2147483000")
+        db.execute("INSERT INTO tickets (note) VALUES ('late')")
+        db.execute("CREATE SEQUENCE fresh_seq")
+        db.execute("SELECT nextval('fresh_seq')")
+
+        report = get_report(client, project, user["headers"])
+        found = findings(report, "sequences", "public.tickets_id_seq")
+
+        assert found[0]["severity"] == "critical"
+        assert "public.tickets.id" in found[0]["message"]
+        assert report["status"] == "critical"
+        assert findings(report, "sequences", "public.fresh_seq") == []
+
+        db.execute(found[0]["fix_sql"])
+        fixed = get_report(client, project, user["headers"])
+
+        assert findings(fixed, "sequences", "public.tickets_id_seq") == []
+
+    def test_health_reports_transaction_id_age(
+        self,
+        client: httpx.Client,
+        user: dict[str, Any],
+        project: dict[str, Any],
+        db: psycopg.Connection,
+    ) -> None:
+        db.execute("CREATE TABLE aging (id int)")
+        for _ in range(3):
+            db.execute("INSERT INTO aging VALUES (1)")
+
+        report = get_report(
+            client, project, user["headers"], xid_age_warning=2, xid_age_critical=2**31
+        )
+        found = [
+            f for f in findings(report, "vacuum", "public.aging") if "wraparound" in f["message"]
+        ]
+
+        assert found[0]["fix_sql"] == 'VACUUM (FREEZE, ANALYZE) "public"."aging"'
+
+    def test_health_counts_connections_by_role(
+        self,
+        client: httpx.Client,
+        user: dict[str, Any],
+        project: dict[str, Any],
+        server_url: str,
+    ) -> None:
+        with connect(server_url, project["db_name"]):
+            report = get_report(client, project, user["headers"], connections_warning_ratio=0)
+
+        section = report["sections"]["connections"]
+
+        assert section["summary"]["total"] >= 2
+        assert sum(item["count"] for item in section["items"]) == section["summary"]["total"]
+        assert section["findings"][0]["object"] == project["db_name"]
+
+    def test_health_concurrent_reports(
+        self, client: httpx.Client, user: dict[str, Any], project: dict[str, Any]
+    ) -> None:
+        url = f"/projects/{project['id']}/db/health"
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            statuses = list(
+                pool.map(lambda _: client.get(url, headers=user["headers"]).status_code, range(8))
+            )
+
+        assert statuses == [200] * 8
 
 
 def make_busy(conn: psycopg.Connection, marker: str) -> None:
