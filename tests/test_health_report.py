@@ -31,7 +31,7 @@ SECTIONS = {
     "sequences",
 }
 
-# What the report tells an operator to run to enable statement statistics.
+# The statements the report gives an operator to enable statement statistics.
 ENABLE_STATEMENTS = (
     'CREATE SCHEMA IF NOT EXISTS "zbaas_stats"; '
     'CREATE EXTENSION IF NOT EXISTS "pg_stat_statements" SCHEMA "zbaas_stats"'
