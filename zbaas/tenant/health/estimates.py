@@ -6,6 +6,9 @@ stored (tuple header, null bitmap and the average column widths from
 relation occupies beyond that is reported as wasted. Like the estimates of
 PgHero and pg-extras, this ignores alignment padding between columns and, for
 indexes, the inner pages of the tree, so small differences are noise.
+
+NOTE: only heap tables and B-tree indexes get an estimate. TOAST tables, and
+GIN, GiST, hash and BRIN indexes, are left out of the bloat section.
 """
 
 from __future__ import annotations
