@@ -6,7 +6,18 @@ from fastapi import APIRouter
 
 
 def routers() -> list[APIRouter]:
-    from zbaas.api import auth, extensions, health, indexes, keys, orgs, projects, rls, search
+    from zbaas.api import (
+        auth,
+        extensions,
+        health,
+        health_report,
+        indexes,
+        keys,
+        orgs,
+        projects,
+        rls,
+        search,
+    )
 
     return [
         health.router,
@@ -18,4 +29,5 @@ def routers() -> list[APIRouter]:
         extensions.router,
         indexes.router,
         search.router,
+        health_report.router,
     ]
