@@ -9,7 +9,7 @@ import httpx
 import pytest
 from psycopg import sql
 
-from tests.conftest import connect
+from tests.conftest import connect, signup_and_login
 from zbaas.config import Settings
 from zbaas.tenant import schema_diff
 
@@ -98,6 +98,13 @@ def record_migration(server_url: str, db_name: str, role: str, version: int, nam
         )
 
 
+PARENT_SCHEMA = (
+    "CREATE TABLE posts (id bigserial PRIMARY KEY, title varchar(20) NOT NULL, "
+    "author_id uuid REFERENCES auth.users (id), body text); "
+    "INSERT INTO posts (title) VALUES ('one'), ('two');"
+)
+
+
 @pytest.fixture
 def parent(
     client: httpx.Client, project: dict[str, Any], settings: Settings, server_url: str
@@ -108,9 +115,7 @@ def parent(
         server_url,
         project["db_name"],
         owner,
-        "CREATE TABLE posts (id bigserial PRIMARY KEY, title varchar(20) NOT NULL, "
-        "author_id uuid REFERENCES auth.users (id), body text); "
-        "INSERT INTO posts (title) VALUES ('one'), ('two');",
+        PARENT_SCHEMA,
     )
     record_migration(server_url, project["db_name"], owner, 1, "create_posts")
     return {**project, "owner": owner}
@@ -141,39 +146,95 @@ def branch(
     }
 
 
+@pytest.fixture(scope="module")
+def shared_user(api: Any) -> dict[str, Any]:
+    with httpx.Client(base_url=api.url, timeout=60) as http:
+        return signup_and_login(http)
+
+
+@pytest.fixture(scope="module")
+def shared_parent(
+    api: Any, shared_user: dict[str, Any], settings: Settings, server_url: str
+) -> Iterator[dict[str, Any]]:
+    """A parent like ``parent``, shared by the tests of this module that leave it as it is."""
+    with httpx.Client(base_url=api.url, timeout=60) as http:
+        response = http.post(
+            "/projects",
+            json={"name": "Shared", "slug": f"s-{uuid.uuid4().hex[:8]}"},
+            headers=shared_user["headers"],
+        )
+        assert response.status_code == 201, response.text
+        project = response.json()
+        owner = parent_owner(settings, server_url, project)
+        run_as(server_url, project["db_name"], owner, PARENT_SCHEMA)
+        record_migration(server_url, project["db_name"], owner, 1, "create_posts")
+        yield {**project, "owner": owner}
+        http.delete(f"/projects/{project['id']}", headers=shared_user["headers"])
+
+
+@pytest.fixture(scope="module")
+def shared_branch(
+    api: Any,
+    shared_user: dict[str, Any],
+    shared_parent: dict[str, Any],
+    settings: Settings,
+    server_url: str,
+) -> dict[str, Any]:
+    with httpx.Client(base_url=api.url, timeout=60) as http:
+        response = create_branch(http, shared_user["headers"], shared_parent, name="feature-x")
+    assert response.status_code == 201, response.text
+    _, owner, authenticator = branch_row(settings, server_url, shared_parent, "feature-x")
+    return {
+        **response.json(),
+        "owner": owner,
+        "authenticator": authenticator,
+        "url": f"/projects/{shared_parent['id']}/branches/feature-x",
+    }
+
+
 def test_create_branch_copies_schema(
-    branch: dict[str, Any], parent: dict[str, Any], server_url: str
+    shared_branch: dict[str, Any], shared_parent: dict[str, Any], server_url: str
 ) -> None:
-    assert branch["status"] == "active"
-    assert columns(server_url, branch["db_name"], "posts") == ["id", "title", "author_id", "body"]
-    assert fetch(server_url, branch["db_name"], "SELECT count(*) FROM posts") == [(0,)]
+    assert shared_branch["status"] == "active"
+    assert columns(server_url, shared_branch["db_name"], "posts") == [
+        "id",
+        "title",
+        "author_id",
+        "body",
+    ]
+    assert fetch(server_url, shared_branch["db_name"], "SELECT count(*) FROM posts") == [(0,)]
 
 
 def test_create_branch_names_database_in_family(
-    branch: dict[str, Any], parent: dict[str, Any]
+    shared_branch: dict[str, Any], shared_parent: dict[str, Any]
 ) -> None:
-    assert len(branch["db_name"].encode()) <= 63
-    assert branch["db_name"].startswith(parent["db_name"][:40])
-    assert branch["parent"] == parent["db_name"]
+    assert len(shared_branch["db_name"].encode()) <= 63
+    assert shared_branch["db_name"].startswith(shared_parent["db_name"][:40])
+    assert shared_branch["parent"] == shared_parent["db_name"]
 
 
-def test_create_branch_copies_migration_history(branch: dict[str, Any], server_url: str) -> None:
+def test_create_branch_copies_migration_history(
+    shared_branch: dict[str, Any], server_url: str
+) -> None:
     rows = fetch(
-        server_url, branch["db_name"], "SELECT version, name FROM zbaas_meta.schema_migrations"
+        server_url,
+        shared_branch["db_name"],
+        "SELECT version, name FROM zbaas_meta.schema_migrations",
     )
 
     assert rows == [(1, "create_posts")]
 
 
 def test_create_branch_provisions_auth_and_roles(
-    branch: dict[str, Any], parent: dict[str, Any], server_url: str
+    shared_branch: dict[str, Any], shared_parent: dict[str, Any], server_url: str
 ) -> None:
     schemas = {
-        r[0] for r in fetch(server_url, branch["db_name"], "SELECT nspname FROM pg_namespace")
+        r[0]
+        for r in fetch(server_url, shared_branch["db_name"], "SELECT nspname FROM pg_namespace")
     }
     owners = fetch(
         server_url,
-        branch["db_name"],
+        shared_branch["db_name"],
         "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class "
         "WHERE relnamespace = 'public'::regnamespace",
     )
@@ -182,19 +243,19 @@ def test_create_branch_provisions_auth_and_roles(
         "postgres",
         "SELECT has_database_privilege(%s, %s, 'CONNECT'), "
         "has_database_privilege(%s, %s, 'CONNECT')",
-        branch["owner"],
-        branch["db_name"],
-        parent["owner"],
-        branch["db_name"],
+        shared_branch["owner"],
+        shared_branch["db_name"],
+        shared_parent["owner"],
+        shared_branch["db_name"],
     )
 
     assert {"auth", "zbaas_meta", "public"} <= schemas
-    assert owners == [(branch["owner"],)]
+    assert owners == [(shared_branch["owner"],)]
     assert connectable == [(True, False)]
 
 
 def test_create_branch_owner_can_log_in(
-    branch: dict[str, Any], settings: Settings, server_url: str
+    shared_branch: dict[str, Any], settings: Settings, server_url: str
 ) -> None:
     from zbaas.platform.security import SecretBox
 
@@ -202,11 +263,14 @@ def test_create_branch_owner_can_log_in(
         settings,
         server_url,
         "SELECT owner_password FROM branches WHERE db_name = %s",
-        branch["db_name"],
+        shared_branch["db_name"],
     )[0]
     box = SecretBox(settings.resolved_secret_key)
     with connect(
-        server_url, branch["db_name"], user=branch["owner"], password=box.decrypt(password)
+        server_url,
+        shared_branch["db_name"],
+        user=shared_branch["owner"],
+        password=box.decrypt(password),
     ) as conn:
         conn.execute("INSERT INTO posts (title) VALUES ('branch row')")
         count = conn.execute("SELECT count(*) FROM posts").fetchone()
@@ -216,12 +280,14 @@ def test_create_branch_owner_can_log_in(
 
 def test_create_branch_with_data_copies_rows(
     client: httpx.Client,
-    user: dict[str, Any],
-    parent: dict[str, Any],
+    shared_user: dict[str, Any],
+    shared_parent: dict[str, Any],
     settings: Settings,
     server_url: str,
 ) -> None:
-    response = create_branch(client, user["headers"], parent, name="with-rows", with_data=True)
+    response = create_branch(
+        client, shared_user["headers"], shared_parent, name="with-rows", with_data=True
+    )
     assert response.status_code == 201, response.text
     db_name = response.json()["db_name"]
 
@@ -238,45 +304,52 @@ def test_create_branch_with_data_copies_rows(
     ["Feature", "feature_x", "a--b", "-a", "a-", "x;drop", "a'b", 'a"b', "a--", "a" * 41, "ü"],
 )
 def test_create_branch_invalid_name_422(
-    client: httpx.Client, user: dict[str, Any], project: dict[str, Any], name: str
+    client: httpx.Client, shared_user: dict[str, Any], shared_parent: dict[str, Any], name: str
 ) -> None:
-    response = create_branch(client, user["headers"], project, name=name)
+    response = create_branch(client, shared_user["headers"], shared_parent, name=name)
 
     assert response.status_code == 422
     assert response.json()["error"]["code"] in ("invalid_input", "validation_failed")
 
 
 def test_create_branch_empty_name_422(
-    client: httpx.Client, user: dict[str, Any], project: dict[str, Any]
+    client: httpx.Client, shared_user: dict[str, Any], shared_parent: dict[str, Any]
 ) -> None:
-    response = create_branch(client, user["headers"], project, name="")
+    response = create_branch(client, shared_user["headers"], shared_parent, name="")
 
     assert response.status_code == 422
 
 
 def test_create_branch_extra_field_422(
-    client: httpx.Client, user: dict[str, Any], project: dict[str, Any]
+    client: httpx.Client, shared_user: dict[str, Any], shared_parent: dict[str, Any]
 ) -> None:
-    response = create_branch(client, user["headers"], project, name="ok", parent="other")
+    response = create_branch(
+        client, shared_user["headers"], shared_parent, name="ok", parent="other"
+    )
 
     assert response.status_code == 422
 
 
 def test_create_branch_existing_name_409(
-    client: httpx.Client, user: dict[str, Any], branch: dict[str, Any], parent: dict[str, Any]
+    client: httpx.Client,
+    shared_user: dict[str, Any],
+    shared_branch: dict[str, Any],
+    shared_parent: dict[str, Any],
 ) -> None:
-    response = create_branch(client, user["headers"], parent, name="feature-x")
+    response = create_branch(client, shared_user["headers"], shared_parent, name="feature-x")
 
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "branch_exists"
 
 
 def test_create_branch_concurrent_same_name(
-    api: Any, user: dict[str, Any], project: dict[str, Any]
+    api: Any, shared_user: dict[str, Any], shared_parent: dict[str, Any]
 ) -> None:
     def attempt() -> int:
         with httpx.Client(base_url=api.url, timeout=60) as http:
-            return create_branch(http, user["headers"], project, name="race").status_code
+            return create_branch(
+                http, shared_user["headers"], shared_parent, name="race"
+            ).status_code
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
         statuses = sorted(pool.map(lambda _: attempt(), range(3)))
@@ -285,54 +358,65 @@ def test_create_branch_concurrent_same_name(
 
 
 def test_create_branch_with_secret_key(
-    client: httpx.Client, secret_key: str, project: dict[str, Any]
+    client: httpx.Client, shared_user: dict[str, Any], shared_parent: dict[str, Any]
 ) -> None:
-    response = create_branch(client, {"apikey": secret_key}, project, name="by-key")
+    key = client.post(
+        f"/projects/{shared_parent['id']}/keys",
+        json={"name": "ci", "type": "secret"},
+        headers=shared_user["headers"],
+    ).json()["key"]
+
+    response = create_branch(client, {"apikey": key}, shared_parent, name="by-key")
 
     assert response.status_code == 201
 
 
 def test_create_branch_publishable_key_403(
-    client: httpx.Client, user: dict[str, Any], project: dict[str, Any]
+    client: httpx.Client, shared_user: dict[str, Any], shared_parent: dict[str, Any]
 ) -> None:
     key = client.post(
-        f"/projects/{project['id']}/keys",
+        f"/projects/{shared_parent['id']}/keys",
         json={"name": "public", "type": "publishable"},
-        headers=user["headers"],
+        headers=shared_user["headers"],
     ).json()["key"]
 
-    response = create_branch(client, {"apikey": key}, project, name="by-public-key")
+    response = create_branch(client, {"apikey": key}, shared_parent, name="by-public-key")
 
     assert response.status_code == 403
 
 
-def test_create_branch_other_user_404(client: httpx.Client, project: dict[str, Any]) -> None:
-    from tests.conftest import signup_and_login
-
+def test_create_branch_other_user_404(client: httpx.Client, shared_parent: dict[str, Any]) -> None:
     stranger = signup_and_login(client)
 
-    response = create_branch(client, stranger["headers"], project, name="intruder")
+    response = create_branch(client, stranger["headers"], shared_parent, name="intruder")
 
     assert response.status_code == 404
 
 
 def test_list_branches_shows_fields(
-    client: httpx.Client, user: dict[str, Any], branch: dict[str, Any], parent: dict[str, Any]
+    client: httpx.Client,
+    shared_user: dict[str, Any],
+    shared_branch: dict[str, Any],
+    shared_parent: dict[str, Any],
 ) -> None:
-    response = client.get(f"/projects/{parent['id']}/branches", headers=user["headers"])
+    response = client.get(
+        f"/projects/{shared_parent['id']}/branches", headers=shared_user["headers"]
+    )
 
     assert response.status_code == 200
     listed = response.json()
-    assert [b["name"] for b in listed] == ["feature-x"]
-    assert {"name", "db_name", "parent", "with_data", "status", "created_at"} <= set(listed[0])
-    assert listed[0]["with_data"] is False
+    shown = next(b for b in listed if b["name"] == "feature-x")
+    assert {"name", "db_name", "parent", "with_data", "status", "created_at"} <= set(shown)
+    assert shown["with_data"] is False
+    assert shown["parent"] == shared_parent["db_name"]
 
 
 def test_get_branch_unknown_404(
-    client: httpx.Client, user: dict[str, Any], project: dict[str, Any]
+    client: httpx.Client, shared_user: dict[str, Any], shared_parent: dict[str, Any]
 ) -> None:
     response = client.get(
-        f"/projects/{project['id']}/branches/x'; DROP TABLE posts; --", headers=user["headers"]
+        f"/projects/{shared_parent['id']}/branches/x'; DROP TABLE posts; --",
+        headers=shared_user["headers"],
     )
 
     assert response.status_code == 404
@@ -341,25 +425,38 @@ def test_get_branch_unknown_404(
 
 def test_delete_branch_drops_database_and_roles(
     client: httpx.Client,
-    user: dict[str, Any],
-    branch: dict[str, Any],
-    parent: dict[str, Any],
+    shared_user: dict[str, Any],
+    shared_parent: dict[str, Any],
+    settings: Settings,
     server_url: str,
 ) -> None:
-    response = client.delete(branch["url"], headers=user["headers"])
+    created = create_branch(client, shared_user["headers"], shared_parent, name="to-delete")
+    assert created.status_code == 201, created.text
+    db_name, owner, authenticator = branch_row(settings, server_url, shared_parent, "to-delete")
+    shared_branch = {
+        "db_name": db_name,
+        "owner": owner,
+        "authenticator": authenticator,
+        "url": f"/projects/{shared_parent['id']}/branches/to-delete",
+    }
+
+    response = client.delete(shared_branch["url"], headers=shared_user["headers"])
 
     databases = fetch(
-        server_url, "postgres", "SELECT 1 FROM pg_database WHERE datname = %s", branch["db_name"]
+        server_url,
+        "postgres",
+        "SELECT 1 FROM pg_database WHERE datname = %s",
+        shared_branch["db_name"],
     )
     roles = fetch(
         server_url,
         "postgres",
         "SELECT 1 FROM pg_roles WHERE rolname IN (%s, %s)",
-        branch["owner"],
-        branch["authenticator"],
+        shared_branch["owner"],
+        shared_branch["authenticator"],
     )
-    parent_rows = fetch(server_url, parent["db_name"], "SELECT count(*) FROM posts")
-    again = client.get(branch["url"], headers=user["headers"])
+    parent_rows = fetch(server_url, shared_parent["db_name"], "SELECT count(*) FROM posts")
+    again = client.get(shared_branch["url"], headers=shared_user["headers"])
 
     assert response.status_code == 204
     assert databases == []
@@ -407,9 +504,9 @@ def merge(
 
 
 def test_diff_unchanged_branch_empty(
-    client: httpx.Client, user: dict[str, Any], branch: dict[str, Any]
+    client: httpx.Client, shared_user: dict[str, Any], shared_branch: dict[str, Any]
 ) -> None:
-    result = diff(client, user, branch)
+    result = diff(client, shared_user, shared_branch)
 
     assert result == {"statements": [], "conflicts": [], "migrations": []}
 
@@ -664,9 +761,9 @@ def test_merge_failure_leaves_parent_unchanged(
 
 
 def test_merge_unknown_field_422(
-    client: httpx.Client, user: dict[str, Any], branch: dict[str, Any]
+    client: httpx.Client, shared_user: dict[str, Any], shared_branch: dict[str, Any]
 ) -> None:
-    response = merge(client, user, branch, allow_destructive=True, force=True)
+    response = merge(client, shared_user, shared_branch, allow_destructive=True, force=True)
 
     assert response.status_code == 422
 
@@ -708,20 +805,20 @@ def test_merge_schemas_reports_both_changed() -> None:
 
 def test_copy_failure_removes_branch(
     client: httpx.Client,
-    user: dict[str, Any],
-    parent: dict[str, Any],
+    shared_user: dict[str, Any],
+    shared_parent: dict[str, Any],
     settings: Settings,
     server_url: str,
 ) -> None:
     # A branch database name that is taken makes provisioning fail part way.
     from zbaas.tenant.branches import database_name
 
-    taken = database_name(parent["db_name"], "taken")
+    taken = database_name(shared_parent["db_name"], "taken")
     with connect(server_url, "postgres") as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(taken)))
     try:
-        response = create_branch(client, user["headers"], parent, name="taken")
-        row = branch_row(settings, server_url, parent, "taken")
+        response = create_branch(client, shared_user["headers"], shared_parent, name="taken")
+        row = branch_row(settings, server_url, shared_parent, "taken")
     finally:
         with connect(server_url, "postgres") as admin:
             admin.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(taken)))
