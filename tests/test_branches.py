@@ -731,8 +731,8 @@ def test_merge_failure_leaves_parent_unchanged(
     parent: dict[str, Any],
     server_url: str,
 ) -> None:
-    # The parent holds two rows with the same author, so the unique index fails
-    # after the new table and column were already created in the transaction.
+    # The parent's two rows get the same body, so the unique index fails after
+    # the new table and column were already created in the transaction.
     run_as(
         server_url,
         parent["db_name"],

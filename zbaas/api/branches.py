@@ -118,7 +118,7 @@ async def delete_branch(
 async def diff_branch(
     branch_name: str, access: ProjectDep, conn: ControlConn, services: ServicesDep
 ) -> DiffResponse:
-    """The ordered DDL that a merge would apply to the parent, with destructive ones flagged."""
+    """Show the ordered DDL that a merge would apply to the parent, with destructive flags."""
     access.require_developer("diff branches")
     branch = await branches.get(conn, access.project.id, branch_name)
     result = await branch_merge.diff(conn, services.pools, services.box, access.project, branch)

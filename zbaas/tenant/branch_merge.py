@@ -1,10 +1,10 @@
 """Diff a branch against its parent, and merge its schema changes into the parent.
 
-A merge runs in one transaction on the parent, as the parent's owner role:
-it inspects the parent inside that transaction, plans the DDL against the
-branch and the stored base, checks conflicts and destructive statements,
-applies the DDL and records the branch's new migrations. Any refusal or error
-rolls the transaction back, so the parent is left exactly as it was.
+A merge runs in one transaction on the parent, as the parent's owner role.
+Inside that transaction it inspects the parent, plans the DDL against the
+branch and the stored base, and checks conflicts and destructive statements.
+Then it applies the DDL and records the branch's new migrations. Any refusal
+or error rolls the transaction back, so the parent is left exactly as it was.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def _plan(
 ) -> tuple[Diff, list[dict[str, Any]]]:
     """Plan the DDL and pick the branch's migrations that the parent lacks.
 
-    A migration is new when its id is not in the parent's history; a new one
+    A migration is new when its id is not in the parent's history. A new one
     whose version the parent already used for another migration is a conflict.
     """
     try:

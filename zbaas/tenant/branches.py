@@ -1,9 +1,9 @@
 """Database branches: a copy of a project's database with roles of its own.
 
 A branch database gets the same roles, grants, ``auth`` and ``zbaas_meta``
-schemas as a project database (see ``provisioning``); then the parent's other
-schemas are copied into it with the bundled ``pg_dump`` piped into ``psql``,
-with the rows too when ``with_data`` is set. The parent's applied-migration
+schemas as a project database (see ``provisioning``). Then the bundled
+``pg_dump``, piped into ``psql``, copies the parent's other schemas into it,
+with their rows when ``with_data`` is set. The parent's applied-migration
 history is always copied, and ``auth.users`` rows only with the data. Objects
 owned by the parent's owner role are reassigned to the branch's owner role.
 
@@ -92,9 +92,9 @@ def database_name(parent_db_name: str, name: str) -> str:
     """Return ``<parent db_name, cut to fit>__br_<hash>`` for branch ``name``.
 
     The hash is the first 10 hex digits of SHA-256 over the parent's full
-    database name, a NUL byte and the branch name, so it is deterministic and
-    differs between branches of one parent and between parents whose cut names
-    agree. Project database names never contain ``__`` (organization ids have
+    database name, a NUL byte and the branch name. So it is deterministic, and
+    it differs between branches of one parent and between parents whose cut
+    names agree. Project database names never contain ``__`` (organization ids have
     no underscore and slugs only single hyphens), so a branch name cannot
     collide with a project's. The result is at most 63 bytes; database names
     here are ASCII, so bytes and characters agree.
@@ -406,7 +406,7 @@ async def _relay_without_new_settings(
             restore.stdin.write(chunk)
             await restore.stdin.drain()
     except (BrokenPipeError, ConnectionResetError):
-        # psql stopped early; its exit status and stderr say why.
+        # psql stopped early, and its exit status and stderr report why.
         _kill([dump])
     finally:
         restore.stdin.close()

@@ -6,11 +6,11 @@ as a plain JSON-compatible dict, so the base can be stored in the control
 database and compared later without a connection.
 
 The base is the parent's schema when the branch was made (or last merged). An
-object the branch changed since the base is taken from the branch; one only
-the parent changed stays as the parent has it; one both changed differently is
-a conflict. Tables are compared column by column, so both sides may add
-different columns to one table. Objects are keyed as schemainspect keys them
-(for example ``"public"."posts"``).
+object that only the branch changed since the base is taken from the branch.
+An object that only the parent changed stays as the parent has it. An object
+that both changed, each in its own way, is a conflict. Tables are compared
+column by column, so both sides may add different columns to one table.
+Objects are keyed as schemainspect keys them (for example ``"public"."posts"``).
 """
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ def classify(statement: str, parent: Schema, target: Schema) -> Change:
     except pglast.parser.ParseError as exc:
         raise UnsupportedStatement(f"generated DDL does not parse: {exc}") from None
     if len(parsed) != 1:
-        raise UnsupportedStatement(f"generated DDL holds {len(parsed)} statements: {text[:200]}")
+        raise UnsupportedStatement(f"generated DDL contains {len(parsed)} statements: {text[:200]}")
 
     node = parsed[0].stmt
     reason = None
@@ -313,10 +313,11 @@ NUMERIC = re.compile(r"^numeric(?:\((\d+),(\d+)\))?$")
 def is_widening(old: str, new: str) -> bool:
     """Tell whether every value of type ``old`` fits ``new`` unchanged.
 
-    Only these changes count: a larger integer type, integer to numeric,
-    real to double precision, a longer or unbounded varchar, varchar and text
-    to each other when unbounded, and a numeric with at least as many digits
-    on each side of the point. Any other type change counts as narrowing.
+    These changes count as widening: a larger integer type, integer to
+    numeric, real to double precision, and a longer or unbounded varchar.
+    Unbounded varchar and text widen to each other, and a numeric widens to
+    one with at least as many digits on each side of the point. Any other
+    type change counts as narrowing.
     """
     if old == new:
         return True
