@@ -234,12 +234,20 @@ async def copy_parent(
         if isinstance(result, BaseException):
             raise result
 
+    # NOTE: the parent owner's default privileges (ALTER DEFAULT PRIVILEGES FOR
+    # ROLE) come along in the dump and stay attached to that role, which cannot
+    # connect here. They keep the parent's role from being dropped while the
+    # branch exists, so a project drops its branches before its roles.
     async with pools.admin(db_name) as conn:
         await conn.execute(
             sql.SQL("REASSIGN OWNED BY {} TO {}").format(
                 sql.Identifier(project.owner_role), sql.Identifier(owner)
             )
         )
+        row = await (await conn.execute("SELECT pg_database_size(current_database())")).fetchone()
+    logger.info(
+        "copied %s into %s: %s bytes", project.db_name, db_name, row and row["pg_database_size"]
+    )
     base = results[0]
     assert isinstance(base, dict)
     return base
