@@ -254,6 +254,21 @@ def test_create_branch_provisions_auth_and_roles(
     assert connectable == [(True, False)]
 
 
+def test_create_branch_moves_default_privileges(
+    shared_branch: dict[str, Any], shared_parent: dict[str, Any], server_url: str
+) -> None:
+    query = (
+        "SELECT count(*) FROM pg_default_acl "
+        "WHERE defaclrole = (SELECT oid FROM pg_roles WHERE rolname = %s)"
+    )
+
+    parent_entries = fetch(server_url, shared_branch["db_name"], query, shared_parent["owner"])
+    branch_entries = fetch(server_url, shared_branch["db_name"], query, shared_branch["owner"])
+
+    assert parent_entries == [(0,)]
+    assert branch_entries == [(3,)]
+
+
 def test_create_branch_owner_can_log_in(
     shared_branch: dict[str, Any], settings: Settings, server_url: str
 ) -> None:

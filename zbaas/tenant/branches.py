@@ -54,6 +54,14 @@ TRANSACTION_TIMEOUT_LINE = b"SET transaction_timeout = 0;\n"
 PREAMBLE_LIMIT = 256 * 1024  # bytes of a dump searched for that line
 RELAY_CHUNK = 256 * 1024
 
+# pg_default_acl.defaclobjtype codes, and the privilege names aclexplode returns;
+# only these reach DDL.
+DEFAULT_PRIVILEGE_KINDS = {"r": "TABLES", "S": "SEQUENCES", "f": "FUNCTIONS", "T": "TYPES"}
+PRIVILEGES = frozenset(
+    {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "MAINTAIN"}
+    | {"USAGE", "EXECUTE", "CREATE"}
+)
+
 # Tables of the managed schemas whose rows a branch takes over from its parent.
 HISTORY_TABLE = ("zbaas_meta", "schema_migrations")
 USERS_TABLE = ("auth", "users")
@@ -234,16 +242,13 @@ async def copy_parent(
         if isinstance(result, BaseException):
             raise result
 
-    # NOTE: the parent owner's default privileges (ALTER DEFAULT PRIVILEGES FOR
-    # ROLE) come along in the dump and stay attached to that role, which cannot
-    # connect here. They keep the parent's role from being dropped while the
-    # branch exists, so a project drops its branches before its roles.
     async with pools.admin(db_name) as conn:
         await conn.execute(
             sql.SQL("REASSIGN OWNED BY {} TO {}").format(
                 sql.Identifier(project.owner_role), sql.Identifier(owner)
             )
         )
+        await move_default_privileges(conn, project.owner_role, owner)
         row = await (await conn.execute("SELECT pg_database_size(current_database())")).fetchone()
     logger.info(
         "copied %s into %s: %s bytes", project.db_name, db_name, row and row["pg_database_size"]
@@ -251,6 +256,58 @@ async def copy_parent(
     base = results[0]
     assert isinstance(base, dict)
     return base
+
+
+async def move_default_privileges(
+    conn: psycopg.AsyncConnection, old_owner: str, new_owner: str
+) -> None:
+    """Move per-schema default privileges (ALTER DEFAULT PRIVILEGES) to the new owner.
+
+    REASSIGN OWNED leaves them with the old role, where they would keep the
+    parent's owner from being dropped while the branch exists.
+    """
+    # NOTE: database-wide default privileges (without IN SCHEMA) of the parent's
+    # owner are left as the dump made them, because revoking them does not
+    # remove the entry; a project drops its branches before its roles.
+    cur = await conn.execute(
+        "SELECT d.defaclobjtype AS kind, n.nspname AS schema, a.privilege_type AS privilege, "
+        "a.is_grantable AS grantable, "
+        "CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END AS grantee "
+        "FROM pg_default_acl d JOIN pg_namespace n ON n.oid = d.defaclnamespace "
+        "CROSS JOIN LATERAL aclexplode(d.defaclacl) a "
+        "WHERE d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = %s)",
+        (old_owner,),
+    )
+    for row in await cur.fetchall():
+        kind = DEFAULT_PRIVILEGE_KINDS.get(row["kind"])
+        if kind is None or row["privilege"] not in PRIVILEGES:
+            continue
+        old_grantee = _grantee(row["grantee"])
+        new_grantee = _grantee(new_owner if row["grantee"] == old_owner else row["grantee"])
+        parts = {
+            "schema": sql.Identifier(row["schema"]),
+            "privilege": sql.SQL(row["privilege"]),
+            "kind": sql.SQL(kind),
+        }
+        grant = (
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {role} IN SCHEMA {schema} "
+            "GRANT {privilege} ON {kind} TO {grantee}"
+        )
+        if row["grantable"]:
+            grant += " WITH GRANT OPTION"
+        await conn.execute(
+            sql.SQL(grant).format(role=sql.Identifier(new_owner), grantee=new_grantee, **parts)
+        )
+        await conn.execute(
+            sql.SQL(
+                "ALTER DEFAULT PRIVILEGES FOR ROLE {role} IN SCHEMA {schema} "
+                "REVOKE {privilege} ON {kind} FROM {grantee}"
+            ).format(role=sql.Identifier(old_owner), grantee=old_grantee, **parts)
+        )
+
+
+def _grantee(role: str | None) -> sql.Composable:
+    return sql.SQL("PUBLIC") if role is None else sql.Identifier(role)
 
 
 def _open_snapshot(conninfo: str) -> psycopg.Connection:
