@@ -267,8 +267,8 @@ async def move_default_privileges(
     parent's owner from being dropped while the branch exists.
     """
     # NOTE: database-wide default privileges (without IN SCHEMA) of the parent's
-    # owner are left as the dump made them, because revoking them does not
-    # remove the entry; a project drops its branches before its roles.
+    # owner stay as the dump made them, because revoking them does not remove
+    # the entry. A project therefore drops its branches before its roles.
     cur = await conn.execute(
         "SELECT d.defaclobjtype AS kind, n.nspname AS schema, a.privilege_type AS privilege, "
         "a.is_grantable AS grantable, "
