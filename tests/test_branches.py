@@ -168,6 +168,12 @@ def shared_parent(
         owner = parent_owner(settings, server_url, project)
         run_as(server_url, project["db_name"], owner, PARENT_SCHEMA)
         record_migration(server_url, project["db_name"], owner, 1, "create_posts")
+        with connect(server_url, project["db_name"]) as conn:
+            conn.execute(
+                "WITH u AS (INSERT INTO auth.users (email, encrypted_password) "
+                "VALUES ('ada@example.com', 'x') RETURNING id) "
+                "UPDATE posts SET author_id = (SELECT id FROM u) WHERE title = 'one'"
+            )
         yield {**project, "owner": owner}
         http.delete(f"/projects/{project['id']}", headers=shared_user["headers"])
 
@@ -195,7 +201,10 @@ def shared_branch(
 def test_create_branch_copies_schema(
     shared_branch: dict[str, Any], shared_parent: dict[str, Any], server_url: str
 ) -> None:
+    users = fetch(server_url, shared_branch["db_name"], "SELECT count(*) FROM auth.users")
+
     assert shared_branch["status"] == "active"
+    assert users == [(0,)]
     assert columns(server_url, shared_branch["db_name"], "posts") == [
         "id",
         "title",
@@ -309,9 +318,14 @@ def test_create_branch_with_data_copies_rows(
     titles = fetch(server_url, db_name, "SELECT title FROM posts ORDER BY id")
     next_id = fetch(server_url, db_name, "SELECT nextval('posts_id_seq')")
 
+    users = fetch(server_url, db_name, "SELECT email FROM auth.users")
+    authors = fetch(server_url, db_name, "SELECT count(author_id) FROM posts")
+
     assert response.json()["with_data"] is True
     assert titles == [("one",), ("two",)]
     assert next_id == [(3,)]
+    assert users == [("ada@example.com",)]
+    assert authors == [(1,)]
 
 
 @pytest.mark.parametrize(
