@@ -866,3 +866,55 @@ def test_database_name_fits_limit() -> None:
     assert len(name) == 63
     assert name != database_name(long_parent, "feature-2")
     assert "__br_" in name
+
+
+def test_merge_hostile_names_quoted(
+    client: httpx.Client,
+    user: dict[str, Any],
+    branch: dict[str, Any],
+    parent: dict[str, Any],
+    server_url: str,
+) -> None:
+    run_as(
+        server_url,
+        branch["db_name"],
+        branch["owner"],
+        'CREATE TABLE "x""; DROP TABLE posts; --" ("a$$b" int); '
+        "CREATE FUNCTION odd() RETURNS text LANGUAGE sql AS $f$ SELECT '$$; DROP TABLE posts' $f$;",
+    )
+
+    response = merge(client, user, branch)
+    tables = fetch(
+        server_url,
+        parent["db_name"],
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename",
+    )
+    result = fetch(server_url, parent["db_name"], "SELECT odd()")
+
+    assert response.status_code == 200, response.text
+    assert tables == [("posts",), ('x"; DROP TABLE posts; --',)]
+    assert result == [("$$; DROP TABLE posts",)]
+
+
+def test_merge_concurrent_applies_once(
+    api: Any,
+    user: dict[str, Any],
+    branch: dict[str, Any],
+    parent: dict[str, Any],
+    server_url: str,
+) -> None:
+    run_as(server_url, branch["db_name"], branch["owner"], "ALTER TABLE posts ADD COLUMN c int")
+    record_migration(server_url, branch["db_name"], branch["owner"], 2, "add_c")
+
+    def attempt() -> int:
+        with httpx.Client(base_url=api.url, timeout=60) as http:
+            return merge(http, user, branch).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        statuses = list(pool.map(lambda _: attempt(), range(2)))
+
+    assert statuses == [200, 200]
+    assert columns(server_url, parent["db_name"], "posts").count("c") == 1
+    assert fetch(
+        server_url, parent["db_name"], "SELECT version FROM zbaas_meta.schema_migrations"
+    ) == [(1,), (2,)]
