@@ -22,7 +22,7 @@ from zbaas.config import Settings
 from zbaas.errors import Conflict, InvalidInput
 from zbaas.platform.security import SecretBox
 from zbaas.postgres.pools import Pools
-from zbaas.tenant import branches, schema_diff
+from zbaas.tenant import branch_copy, branches, schema_diff
 from zbaas.tenant.branches import Branch
 
 if TYPE_CHECKING:
@@ -213,9 +213,11 @@ def _failed(statement: str, exc: psycopg.Error) -> Conflict:
 def _record_history(conn: psycopg.Connection, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
-    columns = sorted(set(rows[0]) & set(branches.table_columns(conn, *branches.HISTORY_TABLE)))
+    columns = sorted(
+        set(rows[0]) & set(branch_copy.table_columns(conn, *branch_copy.HISTORY_TABLE))
+    )
     statement = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-        sql.Identifier(*branches.HISTORY_TABLE),
+        sql.Identifier(*branch_copy.HISTORY_TABLE),
         sql.SQL(", ").join(sql.Identifier(c) for c in columns),
         sql.SQL(", ").join(sql.Placeholder() for _ in columns),
     )
