@@ -8,6 +8,7 @@ from fastapi import APIRouter
 def routers() -> list[APIRouter]:
     from zbaas.api import (
         auth,
+        branches,
         extensions,
         health,
         health_report,
@@ -30,4 +31,5 @@ def routers() -> list[APIRouter]:
         indexes.router,
         search.router,
         health_report.router,
+        branches.router,
     ]

@@ -18,7 +18,7 @@ from psycopg.rows import class_row
 from zbaas.errors import Conflict, InvalidInput, NotFound
 from zbaas.platform.security import SecretBox
 from zbaas.postgres.pools import Pools
-from zbaas.tenant import provisioning
+from zbaas.tenant import branches, provisioning
 
 logger = logging.getLogger("zbaas.platform")
 
@@ -209,7 +209,7 @@ async def update(
 async def delete(
     conn: psycopg.AsyncConnection, pools: Pools, storage_root: Path, project: Project
 ) -> None:
-    """Drop the database and roles, purge storage, then remove keys and the row.
+    """Drop the branches, the database and roles, purge storage, then remove keys and the row.
 
     The row is marked ``deleting`` first, so a concurrent second DELETE gets 404
     and requests stop resolving the project while its database goes away.
@@ -221,6 +221,7 @@ async def delete(
     if cur.rowcount != 1:
         raise NotFound(f"project {project.id} not found", code="project_not_found")
 
+    await branches.drop_project_branches(conn, pools, project.id)
     await provisioning.drop_project_database(
         pools, project.db_name, [project.authenticator_role, project.owner_role]
     )

@@ -94,6 +94,31 @@ SCHEMA_VERSIONS: list[str] = [
     );
     CREATE INDEX api_keys_project_idx ON api_keys (project_id, created_at);
     """,
+    # branches: database branches of a project, each with its own roles
+    """
+    CREATE TABLE branches (
+        id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+        project_id uuid NOT NULL REFERENCES projects ON DELETE CASCADE,
+        name text NOT NULL,
+        db_name text NOT NULL UNIQUE,
+        ref text NOT NULL UNIQUE,
+        owner_role text NOT NULL,
+        owner_password text NOT NULL,
+        authenticator_role text NOT NULL,
+        authenticator_password text NOT NULL,
+        with_data boolean NOT NULL,
+        status text NOT NULL CHECK (status IN ('creating', 'active', 'deleting')),
+        base_schema jsonb,
+        merged_at timestamptz,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        UNIQUE (project_id, name)
+    );
+    CREATE INDEX branches_project_idx ON branches (project_id, created_at);
+    COMMENT ON COLUMN branches.owner_password IS 'encrypted with the secret box';
+    COMMENT ON COLUMN branches.authenticator_password IS 'encrypted with the secret box';
+    COMMENT ON COLUMN branches.base_schema IS
+        'schema of the parent when the branch was created or last merged, as inspected';
+    """,
 ]
 
 
