@@ -918,3 +918,26 @@ def test_merge_concurrent_applies_once(
     assert fetch(
         server_url, parent["db_name"], "SELECT version FROM zbaas_meta.schema_migrations"
     ) == [(1,), (2,)]
+
+
+def test_create_branch_keeps_enabled_extensions(
+    client: httpx.Client, user: dict[str, Any], parent: dict[str, Any], server_url: str
+) -> None:
+    enabled = client.post(
+        f"/projects/{parent['id']}/database/extensions/pg_trgm/enable", headers=user["headers"]
+    )
+    assert enabled.status_code == 200, enabled.text
+
+    response = create_branch(client, user["headers"], parent, name="with-trgm")
+    assert response.status_code == 201, response.text
+    branch_db = response.json()["db_name"]
+    diff = client.get(f"/projects/{parent['id']}/branches/with-trgm/diff", headers=user["headers"])
+
+    assert fetch(
+        server_url,
+        branch_db,
+        "SELECT n.nspname FROM pg_extension e "
+        "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm'",
+    ) == [("extensions",)]
+    assert diff.status_code == 200
+    assert diff.json()["statements"] == []

@@ -58,6 +58,17 @@ async def copy_parent(
     pg_dump, the copied history rows and the inspected base all show the parent
     at one moment. The inspection runs while pg_dump and psql do the copy.
     """
+    # Imported here because the extensions module depends on the projects module,
+    # which depends on this one.
+    from zbaas.tenant import extensions
+
+    # Provisioning made an empty ``extensions`` schema; the parent's dump brings its
+    # own, with the extensions enabled in it, so the empty one goes first.
+    async with pools.admin(db_name) as conn:
+        await conn.execute(
+            sql.SQL("DROP SCHEMA IF EXISTS {} RESTRICT").format(sql.Identifier(extensions.SCHEMA))
+        )
+
     source = await asyncio.to_thread(_open_snapshot, pools.conninfo(project.db_name))
     try:
         snapshot = await asyncio.to_thread(_export_snapshot, source)
@@ -82,6 +93,8 @@ async def copy_parent(
             )
         )
         await move_default_privileges(conn, project.owner_role, owner)
+        # The dump granted USAGE on ``extensions`` to the parent's roles, not the branch's.
+        await extensions.prepare_schema(conn, db_name, owner)
         row = await (await conn.execute("SELECT pg_database_size(current_database())")).fetchone()
     logger.info(
         "copied %s into %s: %s bytes", project.db_name, db_name, row and row["pg_database_size"]
