@@ -6,6 +6,9 @@ from fastapi import APIRouter
 
 
 def routers() -> list[APIRouter]:
-    from zbaas.api import auth, health, keys, orgs, projects
+    from zbaas.api import auth, endusers, health, keys, orgs, projects, rest
 
-    return [health.router, auth.router, orgs.router, projects.router, keys.router]
+    return [health.router, auth.router, orgs.router, projects.router, keys.router] + [
+        endusers.router,
+        rest.router,
+    ]
