@@ -44,21 +44,34 @@ class Result:
 Work = Callable[[psycopg.AsyncConnection], Awaitable[Result]]
 
 
+# Role, claims and timeout last until the end of the transaction (is_local = true).
+SET_CALLER = (
+    "SELECT set_config('role', %s, true), set_config('request.jwt.claims', %s, true), "
+    "set_config('statement_timeout', %s, true)"
+)
+# Turning read-only on is allowed at any point of a transaction, unlike turning it off.
+SET_CALLER_READ_ONLY = SET_CALLER + ", set_config('transaction_read_only', 'on', true)"
+
+
 async def run(
     services: Services, project: Project, caller: Caller, work: Work, *, read_only: bool
 ) -> Result:
-    """Run ``work`` in one transaction as ``caller``; PostgreSQL errors become RestError."""
+    """Run ``work`` in one transaction as ``caller``; PostgreSQL errors become RestError.
+
+    Pipeline mode sends BEGIN, the settings and the catalog lookup of ``work`` in
+    one round trip, so a read costs three round trips in all.
+    """
     assert caller.role in ROLES
     claims = {**caller.claims, "role": caller.role}
     timeout_ms = str(services.settings.rest_statement_timeout_ms)
     try:
-        async with as_authenticator(services, project) as conn, conn.transaction():
-            if read_only:
-                await conn.execute("SET TRANSACTION READ ONLY")
+        async with (
+            as_authenticator(services, project) as conn,
+            conn.pipeline(),
+            conn.transaction(),
+        ):
             await conn.execute(
-                "SELECT set_config('role', %s, true), "
-                "set_config('request.jwt.claims', %s, true), "
-                "set_config('statement_timeout', %s, true)",
+                SET_CALLER_READ_ONLY if read_only else SET_CALLER,
                 (caller.role, json.dumps(claims), timeout_ms),
             )
             return await work(conn)
