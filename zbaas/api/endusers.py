@@ -29,7 +29,7 @@ from zbaas.tenant.connections import as_superuser
 
 logger = logging.getLogger("zbaas.api")
 
-# GoTrue answers these conditions with a status other than zbaas's usual one.
+# GoTrue returns these conditions with a status other than zbaas's usual one.
 GOTRUE_STATUS = {
     "invalid_credentials": 400,
     "refresh_token_not_found": 400,
@@ -231,7 +231,7 @@ async def signed_in(request: Request, services: Services) -> tuple[ProjectClient
 
 @router.get("/user")
 async def get_user(request: Request, services: ServicesDep) -> JSONResponse:
-    """The signed-in end user; a token whose session was signed out is rejected."""
+    """Return the signed-in end user; a token whose session was signed out gets 401."""
     client, claims = await signed_in(request, services)
     async with as_superuser(services, client.project) as conn:
         active = await endusers.session_is_active(
@@ -251,7 +251,7 @@ async def logout(
 ) -> Response:
     """End the token's session (local), the user's other sessions, or all of them (global).
 
-    Refresh tokens of the ended sessions stop working at once; access tokens already
+    Refresh tokens of the ended sessions stop working at once. Access tokens already
     issued stay valid for the data API until they expire, as in Supabase Auth.
     """
     client, claims = await signed_in(request, services)

@@ -244,7 +244,7 @@ def rpc(
         source = sql.SQL("")
 
     if function.result_columns is None:
-        # A scalar is answered unwrapped and a set of scalars as an array, as PostgREST does.
+        # A scalar is returned unwrapped and a set of scalars as an array, as PostgREST does.
         if function.returns_void:
             body = sql.SQL("NULL::text")
         elif function.returns_set:

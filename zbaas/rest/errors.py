@@ -1,7 +1,7 @@
 """Errors of the data API in PostgREST's shape: ``{code, message, details, hint}``.
 
 PostgreSQL errors keep their SQLSTATE as the code and get the HTTP status that
-PostgREST 12 gives them; the data API's own errors use PostgREST's ``PGRST``
+PostgREST 12 gives them. The data API's own errors use PostgREST's ``PGRST``
 codes, so clients written for PostgREST can branch on them.
 """
 
@@ -42,7 +42,7 @@ class RestError(Exception):
 
 
 def parse_error(message: str, details: str | None = None) -> RestError:
-    """A query string or header that does not follow PostgREST's grammar (400)."""
+    """Build the 400 for a query string or header that breaks PostgREST's grammar."""
     return RestError(400, "PGRST100", message, details=details)
 
 
@@ -66,7 +66,7 @@ def unknown_body_column(table: str, column: str) -> RestError:
 
 
 def _status_for(exc: psycopg.Error, role: str) -> int:
-    """The HTTP status PostgREST gives a PostgreSQL error, chosen by its class."""
+    """Return the HTTP status PostgREST gives a PostgreSQL error, chosen by its class."""
     if isinstance(exc, pg.InsufficientPrivilege):
         # Without a user the fix is to sign in (401); a signed-in user lacks the right (403).
         return 401 if role == "anon" else 403
@@ -93,7 +93,7 @@ def _status_for(exc: psycopg.Error, role: str) -> int:
 
 
 def from_postgres(exc: psycopg.Error, role: str) -> RestError:
-    """Turn a PostgreSQL error of a data API query into PostgREST's answer."""
+    """Turn a PostgreSQL error of a data API query into PostgREST's error response."""
     diag = exc.diag
     return RestError(
         _status_for(exc, role),

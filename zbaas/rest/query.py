@@ -120,10 +120,10 @@ def unquote(text: str) -> str:
     return text
 
 
-def parse_name(text: str, what: str) -> str:
+def parse_name(text: str, kind: str) -> str:
     name = unquote(text.strip())
     if not name:
-        raise parse_error(f"empty {what} name")
+        raise parse_error(f"empty {kind} name")
     return name
 
 
@@ -177,10 +177,10 @@ def split_dotted(text: str) -> list[str]:
     return split_top_level(text, ".")
 
 
-def parse_count(text: str, what: str) -> int:
+def parse_count(text: str, kind: str) -> int:
     if not text.isdigit() or int(text) > MAX_LIMIT:
         raise parse_error(
-            f"invalid {what} {text!r}: expected a non-negative integer up to {MAX_LIMIT}"
+            f"invalid {kind} {text!r}: expected a non-negative integer up to {MAX_LIMIT}"
         )
     return int(text)
 

@@ -77,7 +77,7 @@ async def run(
             return await work(conn)
     except psycopg.errors.Error as exc:
         if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
-            raise  # the connection itself failed: the app answers 503
+            raise  # the connection itself failed, which the app reports as 503
         raise from_postgres(exc, caller.role) from None
 
 
@@ -111,7 +111,7 @@ def select(name: str, query: Query, prefer: Prefer, single: bool) -> Work:
         table = await catalog.table(conn, EXPOSED_SCHEMA, name)
         result = await _fetch(conn, *build.read(table, query))
         if prefer.count is not None:
-            # NOTE: planned and estimated counts are answered with an exact count.
+            # NOTE: count=planned and count=estimated return an exact count.
             statement, params = build.count(table, query)
             row = await (await conn.execute(statement, params)).fetchone()
             assert row is not None
@@ -122,7 +122,7 @@ def select(name: str, query: Query, prefer: Prefer, single: bool) -> Work:
 
 
 def body_columns(rows: list[Any], query: Query) -> list[str]:
-    """The columns to insert: ``columns=`` when given, else every key of every row."""
+    """Return the columns to insert: ``columns=`` when given, else every key of every row."""
     for row in rows:
         if not isinstance(row, dict):
             raise RestError(400, "PGRST102", "All object keys must match: send JSON objects")

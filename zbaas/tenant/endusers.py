@@ -45,18 +45,6 @@ class EndUser:
     updated_at: datetime
 
 
-@dataclass
-class Session:
-    """A signed-in session: the user, the access token and the next refresh token."""
-
-    user: EndUser
-    session_id: UUID
-    access_token: str
-    expires_in: int
-    expires_at: int
-    refresh_token: str
-
-
 USER_COLUMNS = (
     "id, aud, role, email, raw_user_meta_data, raw_app_meta_data, "
     "last_sign_in_at, created_at, updated_at"
