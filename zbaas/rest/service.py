@@ -41,7 +41,14 @@ class Result:
     total: int | None = None
 
 
-Work = Callable[[psycopg.AsyncConnection], Awaitable[Result]]
+@dataclass
+class Pending:
+    """A read whose rows are fetched after COMMIT, so the query and COMMIT share a round trip."""
+
+    finish: Callable[[], Awaitable[Result]]
+
+
+Work = Callable[[psycopg.AsyncConnection], Awaitable[Result | Pending]]
 
 
 # Role, claims and timeout last until the end of the transaction (is_local = true).
@@ -59,26 +66,28 @@ async def run(
     """Run ``work`` in one transaction as ``caller``; PostgreSQL errors become RestError.
 
     Pipeline mode sends BEGIN, the settings and the catalog lookup of ``work`` in
-    one round trip, so a read costs three round trips in all.
+    one round trip. A read then sends its query with COMMIT in a second one.
     """
     assert caller.role in ROLES
     claims = {**caller.claims, "role": caller.role}
     timeout_ms = str(services.settings.rest_statement_timeout_ms)
-    try:
-        async with (
-            as_authenticator(services, project) as conn,
-            conn.pipeline(),
-            conn.transaction(),
-        ):
-            await conn.execute(
-                SET_CALLER_READ_ONLY if read_only else SET_CALLER,
-                (caller.role, json.dumps(claims), timeout_ms),
-            )
-            return await work(conn)
-    except psycopg.errors.Error as exc:
-        if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
-            raise  # the connection itself failed, which the app reports as 503
-        raise from_postgres(exc, caller.role) from None
+    async with as_authenticator(services, project) as conn:
+        try:
+            async with conn.pipeline(), conn.transaction():
+                await conn.execute(
+                    SET_CALLER_READ_ONLY if read_only else SET_CALLER,
+                    (caller.role, json.dumps(claims), timeout_ms),
+                )
+                outcome = await work(conn)
+            return await outcome.finish() if isinstance(outcome, Pending) else outcome
+        except psycopg.errors.Error as exc:
+            if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
+                raise  # the connection itself failed, which the app reports as 503
+            if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                # A failed pipelined query skips the queued COMMIT; end the
+                # transaction here so the pool gets the connection back idle.
+                await conn.rollback()
+            raise from_postgres(exc, caller.role) from None
 
 
 def expect_single(result: Result) -> Result:
@@ -107,16 +116,25 @@ async def _fetch(conn: psycopg.AsyncConnection, statement: Any, params: list[Any
 
 
 def select(name: str, query: Query, prefer: Prefer, single: bool) -> Work:
-    async def work(conn: psycopg.AsyncConnection) -> Result:
+    async def work(conn: psycopg.AsyncConnection) -> Pending:
         table = await catalog.table(conn, EXPOSED_SCHEMA, name)
-        result = await _fetch(conn, *build.read(table, query))
+        rows = await conn.execute(*build.read(table, query))
+        counted = None
         if prefer.count is not None:
             # NOTE: count=planned and count=estimated return an exact count.
-            statement, params = build.count(table, query)
-            row = await (await conn.execute(statement, params)).fetchone()
+            counted = await conn.execute(*build.count(table, query))
+
+        async def finish() -> Result:
+            row = await rows.fetchone()
             assert row is not None
-            result.total = int(row["total"])
-        return expect_single(result) if single else result
+            result = Result(row["body"], int(row["row_count"]))
+            if counted is not None:
+                total = await counted.fetchone()
+                assert total is not None
+                result.total = int(total["total"])
+            return expect_single(result) if single else result
+
+        return Pending(finish)
 
     return work
 
