@@ -143,7 +143,7 @@ def body_columns(rows: list[Any], query: Query) -> list[str]:
     """Return the columns to insert: ``columns=`` when given, else every key of every row."""
     for row in rows:
         if not isinstance(row, dict):
-            raise RestError(400, "PGRST102", "All object keys must match: send JSON objects")
+            raise RestError(400, "PGRST102", "Each row of the body must be a JSON object")
     if query.columns is not None:
         return query.columns
     seen: dict[str, None] = {}
@@ -161,7 +161,7 @@ def insert(name: str, query: Query, body: Any, prefer: Prefer, single: bool) -> 
         table = await catalog.table(conn, EXPOSED_SCHEMA, name)
         if not rows:
             return Result("[]" if prefer.representation else None, 0)
-        # NOTE: Prefer missing=default is not honoured: a listed column missing from
+        # NOTE: Prefer missing=default is ignored, so a listed column missing from
         # one row of a bulk insert gets NULL, not its default.
         statement, params = build.insert(table, query, json.dumps(rows), columns, prefer)
         result = await _fetch(conn, statement, params)
@@ -171,10 +171,10 @@ def insert(name: str, query: Query, body: Any, prefer: Prefer, single: bool) -> 
 
 
 def require_filters(query: Query, verb: str) -> None:
-    """Refuse a PATCH or DELETE without filters, which would touch every row.
+    """Reject a PATCH or DELETE without filters, which would touch every row.
 
-    The code and wording are those of the pg-safeupdate extension that Supabase
-    installs, so clients see the same error.
+    The code and wording are those of the pg-safeupdate extension, which guards
+    PostgREST deployments the same way.
     """
     if not query.where:
         raise RestError(
