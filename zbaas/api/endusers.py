@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar
 from uuid import UUID
 
+import psycopg
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -64,8 +65,13 @@ class GoTrueRoute(APIRoute):
                 return gotrue_error(
                     InvalidInput(f"{field}: {first['msg']}", code="validation_failed")
                 )
-            except PoolTimeout:
-                logger.error("database unavailable on %s %s", request.method, request.url.path)
+            except (PoolTimeout, psycopg.OperationalError) as exc:
+                logger.error(
+                    "database unavailable on %s %s: %s",
+                    request.method,
+                    request.url.path,
+                    type(exc).__name__,
+                )
                 return JSONResponse(
                     {"code": 503, "error_code": "unavailable", "msg": "database unavailable"},
                     status_code=503,

@@ -10,6 +10,7 @@ Any error rolls the whole request back.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,8 @@ from zbaas.rest import build, catalog
 from zbaas.rest.errors import RestError, from_postgres, parse_error
 from zbaas.rest.query import Prefer, Query
 from zbaas.tenant.connections import as_authenticator
+
+logger = logging.getLogger("zbaas.rest")
 
 ROLES = ("anon", "authenticated", "service_role")
 # The only schema the data API serves; other schemas (auth, zbaas_meta) stay private.
@@ -87,7 +90,14 @@ async def run(
                 # A failed pipelined query skips the queued COMMIT; end the
                 # transaction here so the pool gets the connection back idle.
                 await conn.rollback()
-            raise from_postgres(exc, caller.role) from None
+            error = from_postgres(exc, caller.role)
+            if error.status >= 500:
+                logger.warning(
+                    "data API query of project %s failed with SQLSTATE %s",
+                    project.id,
+                    exc.sqlstate,
+                )
+            raise error from None
 
 
 def expect_single(result: Result) -> Result:
