@@ -143,7 +143,6 @@ def respond(result: Result, status: int, single: bool, *, head: bool = False) ->
     )
 
 
-@router.api_route("/rpc/{function}", methods=["GET", "HEAD", "POST"])
 async def call_function(function: str, request: Request, services: ServicesDep) -> Response:
     """Call a function of the public schema with named arguments.
 
@@ -180,7 +179,6 @@ async def call_function(function: str, request: Request, services: ServicesDep) 
     return respond(result, 200, single, head=request.method == "HEAD")
 
 
-@router.api_route("/{table}", methods=["GET", "HEAD", "POST", "PATCH", "DELETE"])
 async def table_request(table: str, request: Request, services: ServicesDep) -> Response:
     """Read, insert, upsert, update or delete rows of a table or view of the public schema."""
     client = await resolve_apikey(request, services)
@@ -213,3 +211,17 @@ async def table_request(table: str, request: Request, services: ServicesDep) -> 
         response.headers["Content-Range"] = content_range(result, query.offset)
         return response
     return respond(result, 201 if method == "POST" else 200, single)
+
+
+# One route per method, so each gets its own OpenAPI operation id.
+for _method in ("GET", "HEAD", "POST"):
+    router.add_api_route(
+        "/rpc/{function}",
+        call_function,
+        methods=[_method],
+        operation_id=f"rest_rpc_{_method.lower()}",
+    )
+for _method in ("GET", "HEAD", "POST", "PATCH", "DELETE"):
+    router.add_api_route(
+        "/{table}", table_request, methods=[_method], operation_id=f"rest_table_{_method.lower()}"
+    )
