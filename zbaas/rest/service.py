@@ -103,8 +103,8 @@ async def run(
 def expect_single(result: Result) -> Result:
     """Unwrap the one row of ``Accept: application/vnd.pgrst.object+json``.
 
-    Raised inside the transaction, so a write that touched another number of
-    rows is rolled back, as PostgREST does.
+    Writes call it inside their transaction, so a write that touched another
+    number of rows is rolled back, as PostgREST does.
     """
     if result.row_count != 1:
         raise RestError(
@@ -183,8 +183,7 @@ def insert(name: str, query: Query, body: Any, prefer: Prefer, single: bool) -> 
 def require_filters(query: Query, verb: str) -> None:
     """Reject a PATCH or DELETE without filters, which would touch every row.
 
-    The code and wording are those of the pg-safeupdate extension, which guards
-    PostgREST deployments the same way.
+    The code and wording are those of the pg-safeupdate extension.
     """
     if not query.where:
         raise RestError(
