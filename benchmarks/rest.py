@@ -62,13 +62,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(database_url: str, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(
+    database_url: str, data_dir: Path, port: int, control_database: str
+) -> subprocess.Popen[bytes]:
     """Run one uvicorn process with the zbaas app, as ``zbaas serve`` would."""
     env = {
         **os.environ,
         "ZBAAS_DATABASE_URL": database_url,
         "ZBAAS_DATA_DIR": str(data_dir),
-        "ZBAAS_CONTROL_DATABASE": f"zbaas_bench_{secrets.token_hex(4)}",
+        "ZBAAS_CONTROL_DATABASE": control_database,
         "ZBAAS_SECRET_KEY": secrets.token_urlsafe(48),
     }
     command = [
@@ -135,6 +137,25 @@ def prepare(base_url: str, database_url: str) -> dict[str, Any]:
         "conninfo": conninfo,
         "claims": {"sub": user_id, "role": "authenticated"},
     }
+
+
+def drop_created(database_url: str, control_database: str) -> None:
+    """Drop the project databases, roles and control database this run created."""
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        control = psycopg.conninfo.make_conninfo(database_url, dbname=control_database)
+        with psycopg.connect(control) as conn:
+            rows = conn.execute(
+                "SELECT db_name, owner_role, authenticator_role FROM projects"
+            ).fetchall()
+        for db_name, *roles in rows:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db_name))
+            )
+            for role in roles:
+                admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        admin.execute(
+            sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(control_database))
+        )
 
 
 # --- load processes -------------------------------------------------------------
@@ -268,7 +289,8 @@ def main() -> None:
             embedded = EmbeddedPostgres(Path(folder) / "pg")
             database_url = embedded.start()
         port = free_port()
-        server = start_server(database_url, Path(folder) / "data", port)
+        control_database = f"zbaas_bench_{secrets.token_hex(4)}"
+        server = start_server(database_url, Path(folder) / "data", port, control_database)
         try:
             setup = prepare(f"http://127.0.0.1:{port}", database_url)
             # The raw runs connect as the superuser: RLS still applies to raw_tx
@@ -293,6 +315,8 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=60)
+            if embedded is None:
+                drop_created(database_url, control_database)
             if embedded is not None:
                 embedded.stop()
 
