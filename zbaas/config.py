@@ -38,6 +38,15 @@ class Settings(BaseSettings):
     refresh_token_ttl: int = Field(
         default=30 * 24 * 3600, description="Platform refresh token lifetime, s."
     )
+    enduser_access_token_ttl: int = Field(
+        default=3600, description="Lifetime of a project end user's access token (JWT), s."
+    )
+    enduser_refresh_token_ttl: int = Field(
+        default=30 * 24 * 3600, description="Lifetime of a project end user's refresh token, s."
+    )
+    rest_statement_timeout_ms: int = Field(
+        default=8000, description="statement_timeout of each data API request, ms."
+    )
     max_body_bytes: int = Field(
         default=10 * 1024 * 1024, description="Largest request body accepted, bytes."
     )

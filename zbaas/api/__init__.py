@@ -9,6 +9,7 @@ def routers() -> list[APIRouter]:
     from zbaas.api import (
         auth,
         branches,
+        endusers,
         extensions,
         health,
         health_report,
@@ -16,6 +17,7 @@ def routers() -> list[APIRouter]:
         keys,
         orgs,
         projects,
+        rest,
         rls,
         search,
     )
@@ -32,4 +34,6 @@ def routers() -> list[APIRouter]:
         search.router,
         health_report.router,
         branches.router,
+        endusers.router,
+        rest.router,
     ]

@@ -76,6 +76,24 @@ CREATE TABLE zbaas_meta.schema_migrations (
 );
 GRANT USAGE ON SCHEMA zbaas_meta TO {owner};
 GRANT SELECT, INSERT, DELETE ON zbaas_meta.schema_migrations TO {owner};
+
+-- End-user sessions of the project's own auth API. Only the control plane (as
+-- superuser) reads and writes them; no project role has any grant on them.
+CREATE TABLE auth.sessions (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id uuid NOT NULL REFERENCES auth.users ON DELETE CASCADE,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    revoked_at timestamptz
+);
+CREATE INDEX sessions_user_idx ON auth.sessions (user_id);
+CREATE TABLE auth.refresh_tokens (
+    token_hash bytea PRIMARY KEY,
+    session_id uuid NOT NULL REFERENCES auth.sessions ON DELETE CASCADE,
+    expires_at timestamptz NOT NULL,
+    used_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX refresh_tokens_session_idx ON auth.refresh_tokens (session_id);
 """
 
 

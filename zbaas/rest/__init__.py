@@ -1,0 +1,1 @@
+"""The PostgREST-compatible data API: query parsing, catalog lookups, SQL building."""
