@@ -48,9 +48,9 @@ async def resolve_apikey(request: Request, services: Services) -> ProjectClient:
     assert services.pools.control is not None
     async with services.pools.control.connection() as conn:
         owner = await keys.resolve(conn, plain)
-        project = await projects.get(conn, owner.project_id) if owner is not None else None
-    if owner is None or project is None:
+    if owner is None:
         raise Unauthorized("Invalid API key: unknown or revoked", code="invalid_api_key")
+    project = owner.project
     return ProjectClient(project, owner.type, services.box.decrypt(project.jwt_secret))
 
 
