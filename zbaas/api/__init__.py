@@ -6,6 +6,13 @@ from fastapi import APIRouter
 
 
 def routers() -> list[APIRouter]:
-    from zbaas.api import auth, health, keys, orgs, projects
+    from zbaas.api import auth, health, keys, migrations, orgs, projects
 
-    return [health.router, auth.router, orgs.router, projects.router, keys.router]
+    return [
+        health.router,
+        auth.router,
+        orgs.router,
+        projects.router,
+        keys.router,
+        migrations.router,
+    ]
