@@ -36,7 +36,7 @@ from zbaas.errors import Conflict, InvalidInput, NotFound, ZbaasError, sql_error
 from zbaas.platform.projects import Project
 from zbaas.tenant import sqlcheck
 from zbaas.tenant.connections import as_owner
-from zbaas.tenant.sqlcheck import LintWarning, Script
+from zbaas.tenant.sqlcheck import LintWarning, Script, Statement
 
 logger = logging.getLogger("zbaas.migrations")
 
@@ -269,11 +269,24 @@ async def _reset_session(conn: psycopg.AsyncConnection) -> None:
 
 
 def _user_sql_error(
-    exc: psycopg.Error, migration: Migration, script: Script, field_name: str, settings: Settings
+    exc: psycopg.Error,
+    migration: Migration,
+    script: Script,
+    statement: Statement,
+    field_name: str,
+    settings: Settings,
 ) -> InvalidInput:
-    """Turn an error raised by migration SQL into a 422 naming the migration and line."""
-    error = sql_error(exc, sql_text=script.sql)
+    """Turn an error raised by one statement of migration SQL into a 422.
+
+    ``position`` and ``line`` point into the whole script: PostgreSQL's position
+    within the statement when it gives one, else the statement's first character.
+    """
+    text = script.sql[statement.start : statement.end]
+    error = sql_error(exc, sql_text=text)
     details: dict[str, Any] = dict(error.details or {})
+    offset = details.get("position") or len(text) - len(text.lstrip()) + 1
+    details["position"] = statement.start + offset
+    details["line"] = sqlcheck.line_of(script.sql, details["position"] - 1)
     details.update(
         {"field": field_name, "migration_id": str(migration.id), "version": migration.version}
     )
@@ -289,13 +302,29 @@ def _user_sql_error(
             f"a statement ran longer than statement_timeout "
             f"({settings.migration_statement_timeout_ms} ms)",
         )
-    where = f" at line {details['line']}" if "line" in details else ""
     return InvalidInput(
-        f"{field_name} of migration {migration.version} {migration.name!r} failed{where}: "
-        f"{error.message}; nothing was changed",
+        f"{field_name} of migration {migration.version} {migration.name!r} failed at line "
+        f"{details['line']}: {error.message}; nothing was changed",
         details=details,
         code="sql_error",
     )
+
+
+async def _execute_script(
+    conn: psycopg.AsyncConnection,
+    settings: Settings,
+    migration: Migration,
+    script: Script,
+    field_name: str,
+) -> None:
+    """Run the statements one by one, so that an error names the statement that failed."""
+    for statement in script.statements:
+        try:
+            await conn.execute(script.sql[statement.start : statement.end])
+        except psycopg.Error as exc:
+            if not _is_user_sql_error(exc, conn):
+                raise
+            raise _user_sql_error(exc, migration, script, statement, field_name, settings) from None
 
 
 def _is_user_sql_error(exc: psycopg.Error, conn: psycopg.AsyncConnection) -> bool:
@@ -352,25 +381,17 @@ async def _run(
         async with conn.transaction():
             # Again per transaction: earlier SQL in this session may have changed them.
             await conn.execute(_timeouts(settings, local=True))
-            try:
-                await conn.execute(script.sql)
-            except psycopg.Error as exc:
-                if not _is_user_sql_error(exc, conn):
-                    raise
-                raise _user_sql_error(exc, migration, script, field_name, settings) from None
+            await _execute_script(conn, settings, migration, script, field_name)
             await _write_record(conn, record, record_params)
         return
 
     await conn.execute(_timeouts(settings, local=False))
     before = await _invalid_indexes(conn)
     try:
-        await conn.execute(script.sql)
-    except psycopg.Error as exc:
-        if not _is_user_sql_error(exc, conn):
-            raise
-        error = _user_sql_error(exc, migration, script, field_name, settings)
+        await _execute_script(conn, settings, migration, script, field_name)
+    except InvalidInput:
         await _drop_new_invalid_indexes(conn, before)
-        raise error from None
+        raise
     # NOTE: if the connection fails between the statement and this record, the
     # change is in place while the migration still shows as pending.
     async with conn.transaction():
