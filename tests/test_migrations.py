@@ -485,6 +485,20 @@ def test_session_settings_do_not_leak(
     assert "public.placed" in tables(server_url, project["db_name"])
 
 
+def test_repeated_applies_reuse_pooled_connection(
+    client: httpx.Client, project: dict[str, Any], headers: dict[str, str]
+) -> None:
+    # psycopg prepares a query on its sixth run on a connection; the session reset
+    # after each run must keep those prepared statements usable.
+    created = [create(client, project, headers, "SELECT 1", "SELECT 1") for _ in range(8)]
+
+    applied = [up(client, project, headers, m["id"]).status_code for m in created]
+    rolled_back = [down(client, project, headers, m["id"]).status_code for m in reversed(created)]
+
+    assert applied == [200] * 8
+    assert rolled_back == [200] * 8
+
+
 # Owner role and timeouts
 
 
@@ -838,6 +852,9 @@ def test_failed_concurrent_index_leaves_no_invalid_index(
         ("CREATE TABLE t (id bigint);\nCOMMIT;", "transaction_control"),
         ("SAVEPOINT s", "transaction_control"),
         ("COPY auth.users FROM STDIN", "copy_stream"),
+        ("PREPARE p AS SELECT 1", "session_control"),
+        ("SELECT 1;\nDISCARD ALL;", "session_control"),
+        ("DEALLOCATE ALL", "session_control"),
         ("", "empty_sql"),
         ("   \n\t", "empty_sql"),
         ("-- only a comment\n/* and another */", "empty_sql"),

@@ -50,6 +50,9 @@ NAME_RULE = (
     "starting with a letter or digit and not ending with a space"
 )
 
+# SQL shorter than this parses in well under a millisecond, faster than a thread hand-off.
+INLINE_PARSE_LENGTH = 20_000
+
 MIGRATION_COLUMNS = "id, project_id, version, name, up_sql, down_sql, checksum, created_at"
 
 
@@ -180,6 +183,23 @@ async def _get_row(
     return migration
 
 
+async def _get_row_with_earlier(
+    control: psycopg.AsyncConnection, project_id: UUID, migration_id: UUID
+) -> tuple[Migration, list[UUID]]:
+    """Return the migration and the ids of the project's earlier versions, in one query."""
+    cur = await control.execute(
+        f"SELECT {MIGRATION_COLUMNS}, ARRAY(SELECT e.id FROM migrations e "
+        f" WHERE e.project_id = m.project_id AND e.version < m.version) AS earlier "
+        f"FROM migrations m WHERE id = %s AND project_id = %s",
+        (migration_id, project_id),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise _not_found(migration_id)
+    earlier = row.pop("earlier")
+    return Migration(**row), earlier
+
+
 async def _all_rows(control: psycopg.AsyncConnection, project_id: UUID) -> list[Migration]:
     cur = control.cursor(row_factory=class_row(Migration))
     await cur.execute(
@@ -226,6 +246,16 @@ def _timeouts(settings: Settings, *, local: bool) -> sql.Composed:
     )
 
 
+# Everything DISCARD ALL resets except prepared statements: psycopg keeps its own
+# prepared statements on pooled connections and notices their removal only the
+# first time it sees a DISCARD ALL, so later runs would fail on stale names.
+# sqlcheck rejects PREPARE and DEALLOCATE in migrations for the same reason.
+RESET_SESSION = (
+    "CLOSE ALL; RESET ROLE; RESET ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); "
+    "DISCARD PLANS; DISCARD SEQUENCES; DISCARD TEMP"
+)
+
+
 @asynccontextmanager
 async def _locked_session(
     services: Services, project: Project
@@ -233,8 +263,9 @@ async def _locked_session(
     """Yield an owner connection that holds the project's migration lock.
 
     Waiting for the lock is bounded by ``lock_timeout``; a run still holding it
-    then is a 409. On exit ``DISCARD ALL`` releases the lock and resets whatever
-    session state the migration SQL changed, before the pool reuses the connection.
+    then is a 409. On exit the session is reset, which releases the lock and
+    undoes whatever session state the migration SQL changed, before the pool
+    reuses the connection.
     """
     async with as_owner(services, project) as conn:
         try:
@@ -261,7 +292,7 @@ async def _reset_session(conn: psycopg.AsyncConnection) -> None:
     try:
         if conn.info.transaction_status != TransactionStatus.IDLE:
             await conn.rollback()
-        await conn.execute("DISCARD ALL")
+        await conn.execute(RESET_SESSION)
     except psycopg.Error as exc:
         # A connection that may still hold the lock must not go back to the pool.
         logger.warning("could not reset a migration session (%s); closing it", type(exc).__name__)
@@ -370,8 +401,10 @@ async def _run(
     field_name: str,
     record: sql.Composable,
     record_params: tuple[Any, ...],
-) -> None:
+) -> AppliedRecord:
     """Run ``script`` and write ``record`` so that both happen or neither does.
+
+    Returns the record row that was inserted or deleted.
 
     A transactional script and its record share one transaction. A script that
     must run outside a transaction is a single statement (``sqlcheck`` enforces
@@ -382,8 +415,7 @@ async def _run(
             # Again per transaction: earlier SQL in this session may have changed them.
             await conn.execute(_timeouts(settings, local=True))
             await _execute_script(conn, settings, migration, script, field_name)
-            await _write_record(conn, record, record_params)
-        return
+            return await _write_record(conn, record, record_params)
 
     await conn.execute(_timeouts(settings, local=False))
     before = await _invalid_indexes(conn)
@@ -394,24 +426,28 @@ async def _run(
         raise
     # NOTE: if the connection fails between the statement and this record, the
     # change is in place while the migration still shows as pending.
-    async with conn.transaction():
-        await _write_record(conn, record, record_params)
+    return await _write_record(conn, record, record_params)
 
 
 async def _write_record(
     conn: psycopg.AsyncConnection, record: sql.Composable, params: tuple[Any, ...]
-) -> None:
+) -> AppliedRecord:
+    """Run the INSERT or DELETE of the record and return the row it changed."""
     cur = await conn.execute(record, params)
     if cur.rowcount != 1:
         raise RuntimeError(f"recording the migration changed {cur.rowcount} rows instead of 1")
+    row = await cur.fetchone()
+    assert row is not None
+    return AppliedRecord(**row)
 
 
 RECORD_APPLIED = sql.SQL(
     "INSERT INTO zbaas_meta.schema_migrations (version, migration_id, name, checksum) "
-    "VALUES (%s, %s, %s, %s)"
+    "VALUES (%s, %s, %s, %s) RETURNING version, migration_id, name, checksum, applied_at"
 )
 RECORD_ROLLED_BACK = sql.SQL(
-    "DELETE FROM zbaas_meta.schema_migrations WHERE migration_id = %s AND version = %s"
+    "DELETE FROM zbaas_meta.schema_migrations WHERE migration_id = %s AND version = %s "
+    "RETURNING version, migration_id, name, checksum, applied_at"
 )
 
 
@@ -495,10 +531,9 @@ async def _check_sql(
     services: Services, project: Project, up_sql: str, down_sql: str | None
 ) -> tuple[list[LintWarning], int]:
     """Parse both scripts and lint up_sql; return the warnings and the highest applied version."""
-    # Parsing is CPU-bound for up to a second, so it leaves the event loop free.
-    up_script = await asyncio.to_thread(sqlcheck.parse_script, up_sql, "up_sql")
+    up_script = await _parse(up_sql, "up_sql")
     if down_sql is not None:
-        await asyncio.to_thread(sqlcheck.parse_script, down_sql, "down_sql")
+        await _parse(down_sql, "down_sql")
 
     async with as_owner(services, project) as conn:
         cur = await conn.execute(
@@ -512,6 +547,13 @@ async def _check_sql(
         up_sql, in_transaction=up_script.transactional, server_version_num=row["server_version"]
     )
     return warnings, int(row["max_version"])
+
+
+async def _parse(sql_text: str, field_name: str) -> Script:
+    """Parse in a worker thread when the SQL is long enough to hold up the event loop."""
+    if len(sql_text) < INLINE_PARSE_LENGTH:
+        return sqlcheck.parse_script(sql_text, field_name)
+    return await asyncio.to_thread(sqlcheck.parse_script, sql_text, field_name)
 
 
 def _blank_to_none(down_sql: str | None) -> str | None:
@@ -626,7 +668,7 @@ async def _apply_locked(
     migration_id: UUID,
 ) -> MigrationState:
     """Apply one migration on a connection that holds the project's migration lock."""
-    migration = await _get_row(control, project.id, migration_id)
+    migration, earlier_ids = await _get_row_with_earlier(control, project.id, migration_id)
     records = await _records(conn)
     applied = records.by_id()
     if migration.id in applied:
@@ -635,9 +677,9 @@ async def _apply_locked(
             code="migration_already_applied",
         )
 
-    earlier = await _summaries(control, project.id, below_version=migration.version)
-    pending = [summary for summary in earlier if summary.id not in applied]
-    if pending:
+    if any(earlier_id not in applied for earlier_id in earlier_ids):
+        earlier = await _summaries(control, project.id, below_version=migration.version)
+        pending = [summary for summary in earlier if summary.id not in applied]
         raise Conflict(
             f"migration {migration.version} {migration.name!r} cannot be applied while earlier "
             f"migrations are pending: {', '.join(p.label() for p in pending)}; apply them first",
@@ -653,9 +695,9 @@ async def _apply_locked(
                 code="migration_version_taken",
             )
 
-    script = await asyncio.to_thread(sqlcheck.parse_script, migration.up_sql, "up_sql")
+    script = await _parse(migration.up_sql, "up_sql")
     started = time.perf_counter()
-    await _run(
+    record = await _run(
         conn,
         settings,
         migration,
@@ -671,7 +713,7 @@ async def _apply_locked(
         migration.version,
         (time.perf_counter() - started) * 1000,
     )
-    return _state(migration, (await _records(conn)).by_id().get(migration.id))
+    return _state(migration, record)
 
 
 async def apply(
@@ -771,7 +813,7 @@ async def rollback(
                 code="migration_irreversible",
             )
 
-        script = await asyncio.to_thread(sqlcheck.parse_script, migration.down_sql, "down_sql")
+        script = await _parse(migration.down_sql, "down_sql")
         await _run(
             conn,
             services.settings,

@@ -40,6 +40,9 @@ ALWAYS_OUTSIDE_TRANSACTION = frozenset(
     }
 )
 
+# Statements that manage the connection's session, which the pool shares.
+SESSION_STATEMENTS = frozenset({"PrepareStmt", "ExecuteStmt", "DeallocateStmt", "DiscardStmt"})
+
 SQUAWK_TIMEOUT_S = 10.0
 # zbaas sets lock_timeout and statement_timeout itself for every migration.
 SQUAWK_EXCLUDED_RULES = ("require-lock-timeout", "require-statement-timeout")
@@ -204,6 +207,13 @@ def _reject_unsupported(statement: Statement, node: dict[str, Any], field: str) 
             "its own transaction; remove the statement",
             details=details,
             code="transaction_control",
+        )
+    if statement.kind in SESSION_STATEMENTS:
+        raise InvalidInput(
+            f"{field} line {statement.line}: PREPARE, EXECUTE, DEALLOCATE and DISCARD manage "
+            "the connection's session, which zbaas shares between runs; remove the statement",
+            details=details,
+            code="session_control",
         )
     if statement.kind == "CopyStmt" and not node.get("filename") and not node.get("is_program"):
         raise InvalidInput(
