@@ -83,7 +83,7 @@ class AppliedRecord:
 
 @dataclass
 class Drift:
-    """How the project database's record disagrees with the control plane."""
+    """A disagreement between the project database's record and the control plane."""
 
     reason: str  # checksum_mismatch, version_mismatch or unknown_migration
     message: str
@@ -248,7 +248,7 @@ def _timeouts(settings: Settings, *, local: bool) -> sql.Composed:
 
 # Everything DISCARD ALL resets except prepared statements: psycopg keeps its own
 # prepared statements on pooled connections and notices their removal only the
-# first time it sees a DISCARD ALL, so later runs would fail on stale names.
+# first time it receives a DISCARD ALL, so later runs would fail on stale names.
 # sqlcheck rejects PREPARE and DEALLOCATE in migrations for the same reason.
 RESET_SESSION = (
     "CLOSE ALL; RESET ROLE; RESET ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); "
@@ -359,7 +359,7 @@ async def _execute_script(
 
 
 def _is_user_sql_error(exc: psycopg.Error, conn: psycopg.AsyncConnection) -> bool:
-    """Whether the server rejected the SQL, rather than the connection failing."""
+    """Return whether the server rejected the SQL, rather than the connection failing."""
     return exc.sqlstate is not None and not conn.broken
 
 
@@ -407,8 +407,8 @@ async def _run(
     Returns the record row that was inserted or deleted.
 
     A transactional script and its record share one transaction. A script that
-    must run outside a transaction is a single statement (``sqlcheck`` enforces
-    it); it runs alone and the record is written after it succeeded.
+    must run outside a transaction is a single statement, which ``sqlcheck``
+    enforces. It runs alone, and the record is written after it succeeded.
     """
     if script.transactional:
         async with conn.transaction():
@@ -722,7 +722,7 @@ async def apply(
     """Apply one pending migration whose predecessors are all applied.
 
     Raises Conflict when it is applied already, an earlier one is pending or
-    another run holds the lock, and InvalidInput when its SQL fails; after a
+    another run holds the lock, and InvalidInput when its SQL fails. After a
     failure the database is as before and the migration is still pending.
     """
     async with _locked_session(services, project) as conn:
@@ -779,7 +779,7 @@ async def rollback(
     """Run the down_sql of the latest applied migration and remove its record.
 
     Raises Conflict when the migration is not applied, is not the latest applied
-    one or has no down_sql, and InvalidInput when down_sql fails; after a
+    one or has no down_sql, and InvalidInput when down_sql fails. After a
     failure the database is as before and the migration is still applied.
     """
     migration = await _get_row(control, project.id, migration_id)
