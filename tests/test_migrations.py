@@ -637,6 +637,29 @@ def test_concurrent_applies_apply_once(
     assert len(records(server_url, project["db_name"])) == 1
 
 
+def test_concurrent_creates_take_distinct_versions(
+    api: ThreadedServer,
+    project: dict[str, Any],
+    headers: dict[str, str],
+) -> None:
+    callers = 6
+    barrier = threading.Barrier(callers)
+    versions: list[int] = []
+
+    def create_one() -> None:
+        with httpx.Client(base_url=api.url, timeout=60) as own:
+            barrier.wait()
+            versions.append(create(own, project, headers, "SELECT 1")["version"])
+
+    threads = [threading.Thread(target=create_one) for _ in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(versions) == list(range(1, callers + 1))
+
+
 def test_busy_project_does_not_block_others(
     client: httpx.Client,
     project: dict[str, Any],
