@@ -290,12 +290,25 @@ async def lint(sql: str, *, in_transaction: bool, server_version_num: int) -> li
             process.communicate(sql.encode()), timeout=SQUAWK_TIMEOUT_S
         )
     except TimeoutError:
-        process.kill()
-        await process.wait()
+        await _stop(process)
         logger.warning("squawk timed out after %s s; migration SQL is not linted", SQUAWK_TIMEOUT_S)
+        return []
+    except (OSError, RuntimeError) as exc:
+        # A squawk that exits before reading its input closes the pipe under the write.
+        await _stop(process)
+        logger.warning("squawk failed (%s); migration SQL is not linted", exc)
         return []
 
     return _read_report(stdout, stderr, process.returncode)
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        try:
+            process.kill()
+        except ProcessLookupError:
+            pass  # it exited since returncode was read
+    await process.wait()
 
 
 def _read_report(stdout: bytes, stderr: bytes, returncode: int | None) -> list[LintWarning]:
