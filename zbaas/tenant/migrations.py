@@ -225,12 +225,15 @@ async def _summaries(
 # Project database
 
 
+SELECT_RECORDS = (
+    "SELECT version, migration_id, name, checksum, applied_at "
+    "FROM zbaas_meta.schema_migrations ORDER BY version"
+)
+
+
 async def _records(conn: psycopg.AsyncConnection) -> _Records:
     cur = conn.cursor(row_factory=class_row(AppliedRecord))
-    await cur.execute(
-        "SELECT version, migration_id, name, checksum, applied_at "
-        "FROM zbaas_meta.schema_migrations ORDER BY version"
-    )
+    await cur.execute(SELECT_RECORDS)
     return _Records(await cur.fetchall())
 
 
@@ -256,10 +259,16 @@ RESET_SESSION = (
 )
 
 
+@dataclass
+class _LockedSession:
+    """An owner connection holding the project's migration lock, and the history it read."""
+
+    conn: psycopg.AsyncConnection
+    records: _Records
+
+
 @asynccontextmanager
-async def _locked_session(
-    services: Services, project: Project
-) -> AsyncIterator[psycopg.AsyncConnection]:
+async def _locked_session(services: Services, project: Project) -> AsyncIterator[_LockedSession]:
     """Yield an owner connection that holds the project's migration lock.
 
     Waiting for the lock is bounded by ``lock_timeout``; a run still holding it
@@ -268,20 +277,26 @@ async def _locked_session(
     reuses the connection.
     """
     async with as_owner(services, project) as conn:
+        # One round trip: timeouts, the lock, then the history as of holding it.
+        lock_and_read = (
+            _timeouts(services.settings, local=False)
+            + sql.SQL("; SELECT pg_advisory_lock({}); ").format(sql.Literal(MIGRATION_LOCK_KEY))
+            + sql.SQL(SELECT_RECORDS)
+        )
         try:
-            await conn.execute(
-                _timeouts(services.settings, local=False)
-                + sql.SQL("; SELECT pg_advisory_lock({})").format(sql.Literal(MIGRATION_LOCK_KEY))
-            )
+            cur = await conn.execute(lock_and_read)
         except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
             await _reset_session(conn)
             raise Conflict(
                 "another migration run of this project is in progress; retry when it has finished",
                 code="migration_in_progress",
             ) from None
+        while cur.nextset():
+            pass  # the history is the last of the four results
+        records = _Records([AppliedRecord(**row) for row in await cur.fetchall()])
 
         try:
-            yield conn
+            yield _LockedSession(conn, records)
         finally:
             await _reset_session(conn)
 
@@ -627,8 +642,8 @@ async def update(
     warnings, _ = await _check_sql(services, project, new_up, new_down)
 
     # Under the lock, no run can apply the migration between the check and the write.
-    async with _locked_session(services, project) as conn:
-        if migration.id in (await _records(conn)).by_id():
+    async with _locked_session(services, project) as session:
+        if migration.id in session.records.by_id():
             raise _immutable(migration, "changed")
         cur = control.cursor(row_factory=class_row(Migration))
         await cur.execute(
@@ -647,8 +662,8 @@ async def delete(
 ) -> None:
     """Delete a pending migration."""
     migration = await _get_row(control, project.id, migration_id)
-    async with _locked_session(services, project) as conn:
-        if migration.id in (await _records(conn)).by_id():
+    async with _locked_session(services, project) as session:
+        if migration.id in session.records.by_id():
             raise _immutable(migration, "deleted")
         cur = await control.execute(
             "DELETE FROM migrations WHERE id = %s AND project_id = %s", (migration.id, project.id)
@@ -662,14 +677,14 @@ async def delete(
 
 async def _apply_locked(
     control: psycopg.AsyncConnection,
-    conn: psycopg.AsyncConnection,
+    session: _LockedSession,
     settings: Settings,
     project: Project,
     migration_id: UUID,
 ) -> MigrationState:
     """Apply one migration on a connection that holds the project's migration lock."""
     migration, earlier_ids = await _get_row_with_earlier(control, project.id, migration_id)
-    records = await _records(conn)
+    records = session.records
     applied = records.by_id()
     if migration.id in applied:
         raise Conflict(
@@ -698,7 +713,7 @@ async def _apply_locked(
     script = await _parse(migration.up_sql, "up_sql")
     started = time.perf_counter()
     record = await _run(
-        conn,
+        session.conn,
         settings,
         migration,
         script,
@@ -713,6 +728,8 @@ async def _apply_locked(
         migration.version,
         (time.perf_counter() - started) * 1000,
     )
+    records.rows.append(record)
+    records.rows.sort(key=lambda row: row.version)
     return _state(migration, record)
 
 
@@ -725,8 +742,8 @@ async def apply(
     another run holds the lock, and InvalidInput when its SQL fails. After a
     failure the database is as before and the migration is still pending.
     """
-    async with _locked_session(services, project) as conn:
-        return await _apply_locked(control, conn, services.settings, project, migration_id)
+    async with _locked_session(services, project) as session:
+        return await _apply_locked(control, session, services.settings, project, migration_id)
 
 
 async def apply_pending(
@@ -737,14 +754,16 @@ async def apply_pending(
     The error raised on a failure carries every migration's result in
     ``details["results"]``: the ones before it stay applied.
     """
-    async with _locked_session(services, project) as conn:
-        applied = (await _records(conn)).by_id()
+    async with _locked_session(services, project) as session:
+        applied = session.records.by_id()
         pending = [s for s in await _summaries(control, project.id) if s.id not in applied]
 
         results: list[RunResult] = []
         for index, summary in enumerate(pending):
             try:
-                state = await _apply_locked(control, conn, services.settings, project, summary.id)
+                state = await _apply_locked(
+                    control, session, services.settings, project, summary.id
+                )
             except ZbaasError as exc:
                 results.append(RunResult(summary.id, summary.version, summary.name, "failed"))
                 results.extend(
@@ -783,8 +802,8 @@ async def rollback(
     failure the database is as before and the migration is still applied.
     """
     migration = await _get_row(control, project.id, migration_id)
-    async with _locked_session(services, project) as conn:
-        records = await _records(conn)
+    async with _locked_session(services, project) as session:
+        records = session.records
         record = records.by_id().get(migration.id)
         if record is None:
             raise Conflict(
@@ -815,7 +834,7 @@ async def rollback(
 
         script = await _parse(migration.down_sql, "down_sql")
         await _run(
-            conn,
+            session.conn,
             services.settings,
             migration,
             script,
