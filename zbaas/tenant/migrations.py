@@ -2,13 +2,16 @@
 
 The control database stores each migration's SQL (table ``migrations``). Whether
 it is applied is recorded only in the project database, in
-``zbaas_meta.schema_migrations``, written in the same transaction as the SQL, so
-a backup or a branch carries its own history and a failure leaves no trace.
+``zbaas_meta.schema_migrations``, so a backup or a branch carries its own
+history. The record is written in the same transaction as the SQL, so a failure
+leaves no trace. The exception is a single statement that cannot run in a
+transaction (``CREATE INDEX CONCURRENTLY``): its record is written after it
+succeeded.
 
-Every run holds a session-level advisory lock in the project database, so runs of
-one project are serialized while other projects (other databases) never wait.
-The SQL runs as the project's owner role with ``lock_timeout`` and
-``statement_timeout`` set.
+Every run holds a session-level advisory lock in the project database. Runs of
+one project are serialized, and runs of other projects do not contend for the
+lock because advisory locks are scoped to one database. The SQL runs as the
+project's owner role with ``lock_timeout`` and ``statement_timeout`` set.
 """
 
 from __future__ import annotations
