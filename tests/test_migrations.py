@@ -1004,6 +1004,22 @@ def test_list_reports_checksum_drift(
     assert found["drift"]["reason"] == "checksum_mismatch"
 
 
+def test_list_reports_version_drift(
+    client: httpx.Client, project: dict[str, Any], headers: dict[str, str], server_url: str
+) -> None:
+    migration = create(client, project, headers, "SELECT 1", "SELECT 1")
+    assert up(client, project, headers, migration["id"]).status_code == 200
+    with connect(server_url, project["db_name"]) as conn:
+        conn.execute("UPDATE zbaas_meta.schema_migrations SET version = 5")
+
+    found = listing(client, project, headers)[migration["id"]]
+    rolled_back = down(client, project, headers, migration["id"])
+
+    assert found["drift"]["reason"] == "version_mismatch"
+    assert rolled_back.status_code == 200, rolled_back.text
+    assert records(server_url, project["db_name"]) == []
+
+
 def test_list_reports_unknown_recorded_migration(
     client: httpx.Client, project: dict[str, Any], headers: dict[str, str], server_url: str
 ) -> None:
