@@ -119,6 +119,22 @@ SCHEMA_VERSIONS: list[str] = [
     COMMENT ON COLUMN branches.base_schema IS
         'schema of the parent when the branch was created or last merged, as inspected';
     """,
+    # migrations: the stored up/down SQL of each project; whether one is applied is
+    # recorded in the project database (zbaas_meta.schema_migrations), not here.
+    """
+    CREATE TABLE migrations (
+        id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+        project_id uuid NOT NULL REFERENCES projects ON DELETE CASCADE,
+        version integer NOT NULL CHECK (version > 0),
+        name text NOT NULL,
+        up_sql text NOT NULL,
+        down_sql text,
+        checksum text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        UNIQUE (project_id, version)
+    );
+    COMMENT ON COLUMN migrations.checksum IS 'hex SHA-256 of up_sql (UTF-8)';
+    """,
 ]
 
 
