@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -31,15 +33,21 @@ from zbaas.postgres.embedded import EmbeddedPostgres
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     """Superuser connection string of the PostgreSQL server under test."""
     url = os.environ.get("ZBAAS_TEST_DATABASE_URL")
     if url:
         yield url
         return
-    embedded = EmbeddedPostgres(tmp_path_factory.mktemp("embedded"))
-    yield embedded.start()
-    embedded.stop()
+    # Not under pytest's temporary folder: every pytest start resets that folder to
+    # mode 0700, which would lock out the server's own system user mid-run.
+    folder = Path(tempfile.mkdtemp(prefix="zbaas-test-pg-"))
+    embedded = EmbeddedPostgres(folder)
+    try:
+        yield embedded.start()
+    finally:
+        embedded.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def connect(server_url: str, dbname: str, **kwargs: Any) -> psycopg.Connection:

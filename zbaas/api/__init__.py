@@ -6,6 +6,6 @@ from fastapi import APIRouter
 
 
 def routers() -> list[APIRouter]:
-    from zbaas.api import auth, health, keys, orgs, projects
+    from zbaas.api import auth, backup, health, keys, orgs, projects
 
-    return [health.router, auth.router, orgs.router, projects.router, keys.router]
+    return [health.router, auth.router, orgs.router, projects.router, keys.router, backup.router]
