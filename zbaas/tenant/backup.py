@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import fcntl
 import logging
 import os
 import re
@@ -38,9 +39,15 @@ from zbaas.postgres import embedded
 
 logger = logging.getLogger("zbaas.backup")
 
-# Bytes read from pg_dump's output per chunk sent to the client. The pipe's reader
-# buffers at most twice this, so the server's memory per backup stays bounded.
-CHUNK_BYTES = 256 * 1024
+# Bytes of pg_dump's output per chunk sent to the client. The pipe's reader buffers
+# at most twice this, so the server's memory per backup stays bounded. Full chunks
+# rather than whatever the pipe contains keep the per-chunk cost of the HTTP layer low.
+CHUNK_BYTES = 1024 * 1024
+
+# Capacity of the pipe from pg_dump (Linux's default is 64 KiB, and 1 MiB is the
+# largest an unprivileged process may set). A larger pipe lets pg_dump run ahead of
+# the HTTP client instead of stalling whenever one chunk is in flight.
+PIPE_BYTES = 1024 * 1024
 
 # pg_dump waits at most this long for a table lock (an ALTER TABLE in progress)
 # before it fails, so a backup cannot hang behind a long migration.
@@ -119,6 +126,8 @@ class Dump:
     filename: str
     media_type: str
     process: asyncio.subprocess.Process
+    stdout: asyncio.StreamReader
+    stdout_transport: asyncio.ReadTransport
     passfile: Path | None
     first_chunk: bytes = b""
     started: float = field(default_factory=time.monotonic)
@@ -138,11 +147,10 @@ class Dump:
         can tell a failed backup from a complete file.
         """
         chunk = self.first_chunk
-        assert self.process.stdout is not None
         while chunk:
             self.bytes_sent += len(chunk)
             yield chunk
-            chunk = await self.process.stdout.read(CHUNK_BYTES)
+            chunk = await _read_chunk(self.stdout)
 
         code = await self.process.wait()
         await self._drain_stderr()
@@ -181,6 +189,7 @@ class Dump:
                 self.bytes_sent,
                 self.process.pid,
             )
+        self.stdout_transport.close()
         if self._stderr_task is not None and not self._stderr_task.done():
             self._stderr_task.cancel()
             await self._drain_stderr()
@@ -244,12 +253,13 @@ def backup_filename(slug: str, dump_format: DumpFormat, now: datetime) -> str:
     return f"{slug}-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}.{extension}"
 
 
-async def _check_version(services: Services, project: Project) -> int:
+async def _check_version(services: Services) -> int:
     """Return the server's major version after checking that pg_dump can dump it."""
-    async with services.pools.admin(project.db_name) as conn:
-        row = await (await conn.execute("SELECT current_setting('server_version_num')")).fetchone()
-    assert row is not None
-    server_major = int(next(iter(row.values()))) // 10000
+    # The control database's pool reaches the same server that pg_dump connects to,
+    # and a pooled connection already stores the server's version.
+    assert services.pools.control is not None
+    async with services.pools.control.connection() as conn:
+        server_major = conn.info.server_version // 10000
     dump_major = await pg_dump_major_version()
     if dump_major < server_major:
         raise BackupFailed(
@@ -285,25 +295,32 @@ async def start_backup(
     can still respond with an error instead of a broken download. The returned
     Dump must be closed.
     """
-    server_major = await _check_version(services, project)
+    server_major = await _check_version(services)
 
     password = services.pools.server_params().get("password")
     passfile = write_passfile(password) if password else None
     env = libpq_environment(services.pools.server_url, project.db_name, passfile)
+    read_fd, write_fd = _open_pipe()
     try:
         process = await asyncio.create_subprocess_exec(
             str(pg_dump_path()),
             *_pg_dump_arguments(dump_format, schema_only),
             stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
+            stdout=write_fd,
             stderr=asyncio.subprocess.PIPE,
             env=env,
-            limit=CHUNK_BYTES,
         )
     except BaseException:
+        os.close(read_fd)
         if passfile is not None:
             passfile.unlink(missing_ok=True)
         raise
+    finally:
+        os.close(write_fd)
+    stdout = asyncio.StreamReader(limit=CHUNK_BYTES)
+    stdout_transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(stdout), os.fdopen(read_fd, "rb", buffering=0)
+    )
 
     dump = Dump(
         project_id=str(project.id),
@@ -312,9 +329,10 @@ async def start_backup(
         if dump_format is DumpFormat.PLAIN
         else "application/octet-stream",
         process=process,
+        stdout=stdout,
+        stdout_transport=stdout_transport,
         passfile=passfile,
     )
-    assert process.stdout is not None
     logger.info(
         "backup of project %s started: pg_dump pid %d, format %s, schema_only %s",
         project.id,
@@ -324,7 +342,7 @@ async def start_backup(
     )
 
     try:
-        dump.first_chunk = await _read_head(process.stdout)
+        dump.first_chunk = await _read_chunk(stdout)
         if not dump.first_chunk:
             await _raise_if_failed(dump)
         if dump_format is DumpFormat.PLAIN and server_major < 17:
@@ -336,15 +354,22 @@ async def start_backup(
     return dump
 
 
-async def _read_head(stdout: asyncio.StreamReader) -> bytes:
-    """Read the first chunk, at least HEADER_BYTES of it unless the output is shorter."""
-    head = await stdout.read(CHUNK_BYTES)
-    while head and len(head) < HEADER_BYTES:
-        more = await stdout.read(CHUNK_BYTES)
-        if not more:
-            break
-        head += more
-    return head
+def _open_pipe() -> tuple[int, int]:
+    """Open a pipe of PIPE_BYTES where the system allows it; return (read, write) ends."""
+    read_fd, write_fd = os.pipe()
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux only
+    if set_size is not None:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(write_fd, set_size, PIPE_BYTES)
+    return read_fd, write_fd
+
+
+async def _read_chunk(stdout: asyncio.StreamReader) -> bytes:
+    """Read CHUNK_BYTES of output, or what is left of it when pg_dump ends sooner."""
+    try:
+        return await stdout.readexactly(CHUNK_BYTES)
+    except asyncio.IncompleteReadError as exc:
+        return exc.partial
 
 
 async def _raise_if_failed(dump: Dump) -> None:
