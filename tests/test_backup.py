@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.conftest import connect
+from tests.conftest import ThreadedServer, connect, signup_and_login
 from zbaas.postgres import embedded
 from zbaas.tenant import backup
 
@@ -95,9 +95,50 @@ def owner_role(server_url: str, db_name: str) -> str:
     return str(row[0])
 
 
-@pytest.fixture
+# Every test here only reads its project, so one user and one project serve the
+# whole module. These fixtures replace conftest's function-scoped ones of the
+# same names.
+@pytest.fixture(scope="module")
+def client(api: ThreadedServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api.url, timeout=60) as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def user(client: httpx.Client) -> dict[str, Any]:
+    return signup_and_login(client)
+
+
+def create_project(client: httpx.Client, user: dict[str, Any]) -> dict[str, Any]:
+    slug = f"b-{uuid.uuid4().hex[:8]}"
+    response = client.post(
+        "/projects", json={"name": "Backup Test", "slug": slug}, headers=user["headers"]
+    )
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+@pytest.fixture(scope="module")
+def project(client: httpx.Client, user: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    created = create_project(client, user)
+    yield created
+    client.delete(f"/projects/{created['id']}", headers=user["headers"])
+
+
+@pytest.fixture(scope="module")
+def secret_key(client: httpx.Client, user: dict[str, Any], project: dict[str, Any]) -> str:
+    response = client.post(
+        f"/projects/{project['id']}/keys",
+        json={"name": "tests", "type": "secret"},
+        headers=user["headers"],
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["key"])
+
+
+@pytest.fixture(scope="module")
 def rich_project(project: dict[str, Any], server_url: str) -> dict[str, Any]:
-    """The test project filled with tables, views, functions, policies and rows."""
+    """The module's project filled with tables, views, functions, policies and rows."""
     owner = owner_role(server_url, project["db_name"])
     with connect(server_url, project["db_name"]) as conn:
         # Extensions are created by the control plane, as superuser.
@@ -363,8 +404,6 @@ def test_backup_publishable_key_forbidden(
 
 
 def test_backup_other_user_not_found(client: httpx.Client, project: dict[str, Any]) -> None:
-    from tests.conftest import signup_and_login
-
     stranger = signup_and_login(client)
 
     response = client.post(backup_url(project), headers=stranger["headers"])
@@ -413,12 +452,21 @@ def test_backup_lock_timeout_is_503_before_output(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(backup, "LOCK_WAIT_TIMEOUT", "200ms")
+    table = f"locked_{uuid.uuid4().hex[:8]}"
     with connect(server_url, project["db_name"]) as conn:
-        conn.execute("CREATE TABLE public.locked (id integer)")
-    with connect(server_url, project["db_name"]) as conn, conn.transaction():
-        conn.execute("LOCK TABLE public.locked IN ACCESS EXCLUSIVE MODE")
+        conn.execute(sql.SQL("CREATE TABLE public.{} (id integer)").format(sql.Identifier(table)))
+    try:
+        with connect(server_url, project["db_name"]) as conn, conn.transaction():
+            conn.execute(
+                sql.SQL("LOCK TABLE public.{} IN ACCESS EXCLUSIVE MODE").format(
+                    sql.Identifier(table)
+                )
+            )
 
-        response = client.post(backup_url(project), headers=user["headers"])
+            response = client.post(backup_url(project), headers=user["headers"])
+    finally:
+        with connect(server_url, project["db_name"]) as conn:
+            conn.execute(sql.SQL("DROP TABLE public.{}").format(sql.Identifier(table)))
 
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "backup_failed"
@@ -429,16 +477,20 @@ def test_backup_lock_timeout_is_503_before_output(
 LARGE_TABLE_MB = 32
 
 
-@pytest.fixture
-def large_project(project: dict[str, Any], server_url: str) -> dict[str, Any]:
-    with connect(server_url, project["db_name"]) as conn:
+@pytest.fixture(scope="module")
+def large_project(
+    client: httpx.Client, user: dict[str, Any], server_url: str
+) -> Iterator[dict[str, Any]]:
+    created = create_project(client, user)
+    with connect(server_url, created["db_name"]) as conn:
         conn.execute("CREATE TABLE public.filler (id integer, payload text)")
         conn.execute(
             "INSERT INTO public.filler SELECT g, repeat(md5(g::text), 32) "
             "FROM generate_series(1, %s) g",
             (LARGE_TABLE_MB * 1024,),
         )
-    return project
+    yield created
+    client.delete(f"/projects/{created['id']}", headers=user["headers"])
 
 
 def pg_dump_processes(db_name: str) -> list[psutil.Process]:
