@@ -17,6 +17,7 @@ time: ``pg_restore --no-owner --no-privileges`` on a custom-format dump.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import fcntl
@@ -29,6 +30,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 from psycopg.conninfo import conninfo_to_dict
 
@@ -39,9 +41,8 @@ from zbaas.postgres import embedded
 
 logger = logging.getLogger("zbaas.backup")
 
-# Bytes of pg_dump's output per chunk sent to the client. The pipe's reader buffers
-# at most twice this, so the server's memory per backup stays bounded. Full chunks
-# rather than whatever the pipe contains keep the per-chunk cost of the HTTP layer low.
+# Bytes of pg_dump's output per chunk sent to the client. Full chunks rather than
+# whatever the pipe contains keep the per-chunk cost of the HTTP layer low.
 CHUNK_BYTES = 1024 * 1024
 
 # Capacity of the pipe from pg_dump (Linux's default is 64 KiB, and 1 MiB is the
@@ -114,6 +115,67 @@ class BackupFailed(ServiceUnavailable):
     code = "backup_failed"
 
 
+class OutputReader(asyncio.Protocol):
+    """pg_dump's output from its pipe, in chunks of CHUNK_BYTES (the last one shorter).
+
+    Each byte is copied once, into the chunk that is sent. Reading from the pipe
+    pauses while two chunks are waiting, so the memory per backup stays bounded.
+    """
+
+    def __init__(self) -> None:
+        self._pieces: collections.deque[memoryview] = collections.deque()
+        self._size = 0
+        self._eof = False
+        self._paused = False
+        self._arrived = asyncio.Event()
+        self._transport: asyncio.ReadTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's pipe transports do not subclass asyncio.ReadTransport.
+        self._transport = cast(asyncio.ReadTransport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._pieces.append(memoryview(data))
+        self._size += len(data)
+        if self._size >= 2 * CHUNK_BYTES and not self._paused:
+            assert self._transport is not None
+            self._transport.pause_reading()
+            self._paused = True
+        self._arrived.set()
+
+    def eof_received(self) -> None:
+        self._eof = True
+        self._arrived.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._arrived.set()
+
+    async def read_chunk(self) -> bytes:
+        """Return the next chunk, or b"" once pg_dump has closed its output."""
+        while self._size < CHUNK_BYTES and not self._eof:
+            self._arrived.clear()
+            await self._arrived.wait()
+
+        parts: list[memoryview] = []
+        needed = min(CHUNK_BYTES, self._size)
+        while needed > 0:
+            piece = self._pieces.popleft()
+            if len(piece) > needed:
+                self._pieces.appendleft(piece[needed:])
+                piece = piece[:needed]
+            parts.append(piece)
+            needed -= len(piece)
+        chunk = b"".join(parts)
+        self._size -= len(chunk)
+
+        if self._paused and self._size < 2 * CHUNK_BYTES:
+            assert self._transport is not None
+            self._transport.resume_reading()
+            self._paused = False
+        return chunk
+
+
 @dataclass
 class Dump:
     """A running pg_dump and the output it has produced so far.
@@ -126,7 +188,7 @@ class Dump:
     filename: str
     media_type: str
     process: asyncio.subprocess.Process
-    stdout: asyncio.StreamReader
+    stdout: OutputReader
     stdout_transport: asyncio.ReadTransport
     passfile: Path | None
     first_chunk: bytes = b""
@@ -150,7 +212,7 @@ class Dump:
         while chunk:
             self.bytes_sent += len(chunk)
             yield chunk
-            chunk = await _read_chunk(self.stdout)
+            chunk = await self.stdout.read_chunk()
 
         code = await self.process.wait()
         await self._drain_stderr()
@@ -317,9 +379,9 @@ async def start_backup(
         raise
     finally:
         os.close(write_fd)
-    stdout = asyncio.StreamReader(limit=CHUNK_BYTES)
+    stdout = OutputReader()
     stdout_transport, _ = await asyncio.get_running_loop().connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(stdout), os.fdopen(read_fd, "rb", buffering=0)
+        lambda: stdout, os.fdopen(read_fd, "rb", buffering=0)
     )
 
     dump = Dump(
@@ -342,7 +404,7 @@ async def start_backup(
     )
 
     try:
-        dump.first_chunk = await _read_chunk(stdout)
+        dump.first_chunk = await stdout.read_chunk()
         if not dump.first_chunk:
             await _raise_if_failed(dump)
         if dump_format is DumpFormat.PLAIN and server_major < 17:
@@ -362,14 +424,6 @@ def _open_pipe() -> tuple[int, int]:
         with contextlib.suppress(OSError):
             fcntl.fcntl(write_fd, set_size, PIPE_BYTES)
     return read_fd, write_fd
-
-
-async def _read_chunk(stdout: asyncio.StreamReader) -> bytes:
-    """Read CHUNK_BYTES of output, or what is left of it when pg_dump ends sooner."""
-    try:
-        return await stdout.readexactly(CHUNK_BYTES)
-    except asyncio.IncompleteReadError as exc:
-        return exc.partial
 
 
 async def _raise_if_failed(dump: Dump) -> None:
