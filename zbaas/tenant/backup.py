@@ -54,6 +54,9 @@ PIPE_BYTES = 1024 * 1024
 # before it fails, so a backup cannot hang behind a long migration.
 LOCK_WAIT_TIMEOUT = "60s"
 
+# Seconds pg_dump waits for its connection unless the server URL sets connect_timeout.
+CONNECT_TIMEOUT_SECONDS = "10"
+
 # pg_dump's error output kept for the log; the rest is dropped.
 STDERR_KEEP_BYTES = 4096
 
@@ -362,6 +365,8 @@ async def start_backup(
     password = services.pools.server_params().get("password")
     passfile = write_passfile(password) if password else None
     env = libpq_environment(services.pools.server_url, project.db_name, passfile)
+    # Without a timeout, an unreachable server would hold the request open forever.
+    env.setdefault("PGCONNECT_TIMEOUT", CONNECT_TIMEOUT_SECONDS)
     read_fd, write_fd = _open_pipe()
     try:
         process = await asyncio.create_subprocess_exec(
