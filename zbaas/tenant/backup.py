@@ -258,6 +258,9 @@ class Dump:
         if self._stderr_task is not None and not self._stderr_task.done():
             self._stderr_task.cancel()
             await self._drain_stderr()
+        self.remove_passfile()
+
+    def remove_passfile(self) -> None:
         if self.passfile is not None:
             self.passfile.unlink(missing_ok=True)
             self.passfile = None
@@ -410,6 +413,9 @@ async def start_backup(
 
     try:
         dump.first_chunk = await stdout.read_chunk()
+        # pg_dump opens its only connection before it writes anything, so the
+        # password file is no longer needed and does not outlive a crash of this process.
+        dump.remove_passfile()
         if not dump.first_chunk:
             await _raise_if_failed(dump)
         if dump_format is DumpFormat.PLAIN and server_major < 17:
