@@ -60,8 +60,16 @@ def zbaas_server(server_url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]
             "ZBAAS_SECRET_KEY": secrets.token_urlsafe(48),
         }
         process = subprocess.Popen(
-            [sys.executable, "-m", "zbaas.cli.main", "serve", "--port", str(port),
-             "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "zbaas.cli.main",
+                "serve",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
             env=env,
         )
         url = f"http://127.0.0.1:{port}"

@@ -138,6 +138,41 @@ class BodySizeLimit:
         return PayloadTooLarge(f"request body is larger than the limit of {self.max_bytes} bytes")
 
 
+class RequestId:
+    """Take the caller's X-Request-Id or make one, keep it in ``request.state`` and echo it.
+
+    A plain ASGI middleware rather than ``@app.middleware("http")``, because Starlette's
+    BaseHTTPMiddleware (1.10) ends a streamed response cleanly even when the endpoint
+    raised in the middle, so a broken download would look complete.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1")
+        # A client-supplied id is kept only when it is short and plain, so it cannot
+        # forge log lines.
+        if not (0 < len(request_id) <= 64 and request_id.replace("-", "").isalnum()):
+            request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        logs.request_id.set(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode("latin-1")),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
 async def _send_error(scope: Scope, receive: Receive, send: Send, error: ZbaasError) -> None:
     response = JSONResponse(error.to_dict(), status_code=error.status)
     await response(scope, receive, send)
@@ -234,19 +269,7 @@ def create_app(settings: Settings | None = None, *, lock_held: bool = False) -> 
     )
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def request_id(request: Request, call_next: Any) -> Any:
-        supplied = request.headers.get("x-request-id", "")
-        # A client-supplied id is kept only when it is short and plain, so it cannot
-        # forge log lines.
-        if not (0 < len(supplied) <= 64 and supplied.replace("-", "").isalnum()):
-            supplied = uuid.uuid4().hex
-        request.state.request_id = supplied
-        logs.request_id.set(supplied)
-        response = await call_next(request)
-        response.headers["X-Request-Id"] = request.state.request_id
-        return response
-
+    app.add_middleware(RequestId)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
     from zbaas.api import routers

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 def routers() -> list[APIRouter]:
     from zbaas.api import (
         auth,
+        backup,
         branches,
         endusers,
         extensions,
@@ -34,8 +35,9 @@ def routers() -> list[APIRouter]:
         extensions.router,
         indexes.router,
         search.router,
-        health_report.router,
+        backup.router,
         branches.router,
+        health_report.router,
         endusers.router,
         rest.router,
     ]
