@@ -12,122 +12,25 @@ shows how much of the API time is HTTP and authentication alone.
 
 from __future__ import annotations
 
-import os
-import secrets
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
-from zbaas.postgres.embedded import EmbeddedPostgres
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _support import connect, postgres_server, sign_in, zbaas_server  # noqa: E402
 
 MIGRATIONS = 200
 TARGET_RATIO = 3.0
 MIGRATION_SQL = "CREATE TABLE {table} (id bigint PRIMARY KEY, name text NOT NULL);"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def postgres_server() -> Iterator[str]:
-    """``ZBAAS_DATABASE_URL`` when set, else a fresh embedded PostgreSQL 18."""
-    url = os.environ.get("ZBAAS_DATABASE_URL")
-    if url:
-        yield url
-        return
-    with tempfile.TemporaryDirectory(prefix="zbaas-bench-") as folder:
-        embedded = EmbeddedPostgres(Path(folder))
-        try:
-            yield embedded.start()
-        finally:
-            embedded.stop()
-
-
-def connect(server_url: str, dbname: str = "postgres") -> psycopg.Connection:
-    return psycopg.connect(make_conninfo(server_url, dbname=dbname), autocommit=True)
-
-
-@contextmanager
-def zbaas_server(server_url: str) -> Iterator[str]:
-    """Run ``zbaas serve`` on its own control database; drop what it created afterwards."""
-    control = f"zbaas_bench_{secrets.token_hex(4)}"
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="zbaas-bench-data-") as data_dir:
-        env = {
-            **os.environ,
-            "ZBAAS_DATABASE_URL": server_url,
-            "ZBAAS_CONTROL_DATABASE": control,
-            "ZBAAS_DATA_DIR": data_dir,
-            "ZBAAS_SECRET_KEY": secrets.token_urlsafe(48),
-        }
-        # The console script that the package installs beside this Python.
-        command = [str(Path(sys.executable).with_name("zbaas")), "serve", "--port", str(port)]
-        process = subprocess.Popen([*command, "--log-level", "warning"], env=env)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_until_healthy(url, process)
-            yield url
-        finally:
-            process.terminate()
-            process.wait(timeout=60)
-            drop_control(server_url, control)
-
-
-def wait_until_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/health").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("zbaas serve did not start")
-        time.sleep(0.2)
-
-
-def drop_control(server_url: str, control: str) -> None:
-    """Drop the projects a control database lists, their roles, and the database."""
-    with connect(server_url) as admin:
-        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (control,))
-        if exists.fetchone() is None:
-            return
-        with connect(server_url, control) as conn:
-            rows = conn.execute(
-                "SELECT db_name, owner_role, authenticator_role FROM projects"
-            ).fetchall()
-        for db_name, *roles in rows:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db_name))
-            )
-            for role in roles:
-                admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
-        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(control)))
-
-
 def set_up_project(url: str) -> tuple[dict[str, str], str, str]:
     """Sign up, create a project and a secret key; return key headers, project id, database."""
-    email = f"bench-{secrets.token_hex(4)}@example.com"
-    body = {"email": email, "password": "benchmark password", "full_name": "Bench"}
-    httpx.post(f"{url}/auth/signup", json=body).raise_for_status()
-    tokens = httpx.post(
-        f"{url}/auth/login", json={"email": email, "password": body["password"]}
-    ).json()
-    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+    headers = sign_in(url)
     project = httpx.post(
         f"{url}/projects", json={"name": "Bench", "slug": "bench"}, headers=headers, timeout=120
     ).json()
@@ -140,7 +43,7 @@ def set_up_project(url: str) -> tuple[dict[str, str], str, str]:
 
 
 def main() -> None:
-    with postgres_server() as server_url, zbaas_server(server_url) as url:
+    with postgres_server() as server_url, zbaas_server(server_url) as (url, _):
         headers, project_id, db_name = set_up_project(url)
         base = f"/projects/{project_id}/database/migrations"
 
