@@ -136,6 +136,9 @@ async def create(
 
     provisioned = False
     try:
+        # NOTE: every project lives on the one server of ZBAAS_DATABASE_URL (or the
+        # embedded one); registering more servers and placing projects on the least
+        # loaded one are not built yet.
         await provisioning.create_project_database(pools, db_name, roles)
         provisioned = True
         (storage_root / str(project.id)).mkdir(parents=True, exist_ok=True)

@@ -299,8 +299,8 @@ async def prepare_schema(conn: psycopg.AsyncConnection, db_name: str, owner_role
     database's search_path setting changed, so that connections opened before
     it must be replaced.
 
-    NOTE: CREATE DATABASE ... TEMPLATE copies the schema but not this setting, so
-    a database copied from a project's database needs this call again.
+    A copy of a project's database (a branch) needs this call again, because the
+    copy's grants name the parent's roles. The branch copy makes it.
     """
     roles = [owner_role, *API_ROLES]
     await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
