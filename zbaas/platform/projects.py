@@ -93,8 +93,8 @@ async def create(
 ) -> Project:
     """Reserve the control row, provision the database, then mark the project active.
 
-    The row is reserved first so that two requests for one slug cannot both start
-    provisioning; a failure at any later step removes the row, the database and
+    The row is reserved first, so two requests for one slug cannot both start
+    provisioning. A failure at any later step removes the row, the database and
     the roles.
     """
     check_slug(org_id, slug)
@@ -136,8 +136,8 @@ async def create(
 
     provisioned = False
     try:
-        # NOTE: every project lives on the one server of ZBAAS_DATABASE_URL (or the
-        # embedded one); registering more servers and placing projects on the least
+        # NOTE: every project lives on the one server of ZBAAS_DATABASE_URL or the
+        # embedded one. Registering more servers and placing projects on the least
         # loaded one are not built yet.
         await provisioning.create_project_database(pools, db_name, roles)
         provisioned = True
