@@ -114,7 +114,7 @@ class BodySizeLimit:
         rejected = False
 
         async def limited_receive() -> Message:
-            # Past the limit the client gets its 413 at once and the handler sees a
+            # Past the limit the client gets its 413 at once and the handler receives a
             # disconnect, whatever it was doing with the body.
             nonlocal received, rejected
             if rejected:

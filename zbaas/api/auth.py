@@ -56,7 +56,7 @@ async def refresh(body: RefreshRequest, conn: ControlConn, services: ServicesDep
 
 @router.get("/me", response_model=UserResponse)
 async def me(user: CurrentUser, conn: ControlConn) -> UserResponse:
-    """The signed-in user."""
+    """Return the signed-in user."""
     assert user.user_id is not None
     found = await accounts.get(conn, user.user_id)
     if found is None:

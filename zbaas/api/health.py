@@ -13,6 +13,6 @@ router = APIRouter(tags=["health"])
 
 @router.get("/health", response_model=HealthResponse)
 async def health(conn: ControlConn) -> HealthResponse:
-    """The process answers and its control database is reachable."""
+    """Report that the process responds and its control database is reachable."""
     await conn.execute("SELECT 1")
     return HealthResponse(status="ok", version=__version__)

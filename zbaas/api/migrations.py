@@ -150,7 +150,7 @@ async def apply_pending(
 async def get_migration(
     migration_id: UUID, access: ProjectDep, conn: ControlConn, services: ServicesDep
 ) -> MigrationResponse:
-    """One migration with its status."""
+    """Return one migration with its status."""
     access.require_developer("read migrations")
     state = await migrations.get_migration(conn, services, access.project, migration_id)
     return MigrationResponse(**_shape(state))

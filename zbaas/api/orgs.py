@@ -15,7 +15,7 @@ router = APIRouter(prefix="/orgs", tags=["organizations"], responses=ERRORS)
 
 @router.get("", response_model=list[OrgResponse])
 async def list_orgs(user: CurrentUser, conn: ControlConn) -> list[OrgResponse]:
-    """The caller's organizations with their role in each."""
+    """List the caller's organizations with their role in each."""
     assert user.user_id is not None
     return [OrgResponse(**o.__dict__) for o in await orgs.list_for_user(conn, user.user_id)]
 

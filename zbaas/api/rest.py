@@ -1,9 +1,9 @@
 """The PostgREST-compatible data API: ``/rest/v1/{table}`` and ``/rest/v1/rpc/{function}``.
 
 The ``apikey`` header names the project. ``Authorization: Bearer <end-user JWT>``
-makes the request run as ``authenticated`` with the token's claims; without a
-user, a secret key runs as ``service_role`` (which bypasses RLS) and a
-publishable key as ``anon``. Errors use PostgREST's shape and status codes.
+makes the request run as ``authenticated`` with the token's claims. Without a
+user, a secret key runs as ``service_role``, which bypasses RLS, and a
+publishable key runs as ``anon``. Errors use PostgREST's shape and status codes.
 """
 
 from __future__ import annotations

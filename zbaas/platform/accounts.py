@@ -40,7 +40,7 @@ ORG_ID_LENGTH = 12
 
 
 def new_org_id() -> str:
-    """A short random id of lowercase letters and digits; it appears in database names."""
+    """Return a short random id of lowercase letters and digits, as used in database names."""
     return "".join(secrets.choice(ORG_ID_ALPHABET) for _ in range(ORG_ID_LENGTH))
 
 

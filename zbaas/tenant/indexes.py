@@ -281,8 +281,10 @@ async def _columns(
 
 
 async def _has_default_opclass(conn: psycopg.AsyncConnection, method: str, type_oid: int) -> bool:
-    """Whether ``method`` has a default operator class for the type or one it is binary
-    coercible to (varchar uses text's)."""
+    """Check that ``method`` has a default operator class for the type.
+
+    An operator class of a type it is binary coercible to counts too, as varchar uses text's.
+    """
     row = await (
         await conn.execute(
             "SELECT EXISTS (SELECT 1 FROM pg_opclass o JOIN pg_am a ON a.oid = o.opcmethod "
@@ -379,7 +381,7 @@ async def _list(conn: psycopg.AsyncConnection, table_oid: int) -> list[Index]:
 
 
 async def list_indexes(services: Services, project: Project, table: str) -> list[Index]:
-    """Every index on ``table``, with size, scan count and definition."""
+    """List every index on ``table``, with size, scan count and definition."""
     async with as_owner(services, project) as conn:
         found = await _table(conn, table)
         return await _list(conn, found["oid"])
@@ -657,8 +659,8 @@ async def _drop(
         ) from None
     except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected):
         raise Conflict(
-            f"index {name!r} was not dropped: another transaction holds a lock on "
-            f"table {table!r}; try again",
+            f"index {name!r} was not dropped: lock timed out because another "
+            f"transaction has table {table!r} locked; try again",
             code="lock_timeout",
         ) from None
     except psycopg.errors.InsufficientPrivilege as exc:

@@ -326,8 +326,8 @@ async def _run(
     The index is read from EXPLAIN (FORMAT JSON) of the same statement with the
     same parameters, planned just before it in the same transaction. Matching
     index expressions in the catalog would only show that an index could serve
-    the query, while the plan shows whether the planner chose it (it may prefer a
-    sequential scan on a small table or for a term found in most rows).
+    the query. The plan shows whether the planner chose it, because it may prefer
+    a sequential scan on a small table or for a term found in most rows.
     """
     # In pipeline mode both statements go to the server in one round trip.
     explain = await conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) {}").format(statement), params)
