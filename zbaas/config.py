@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,6 +66,32 @@ class Settings(BaseSettings):
     tenant_pool_max_idle: float = Field(
         default=60.0, description="Seconds before an idle project connection is closed."
     )
+
+    storage_backend: Literal["local", "s3"] = Field(
+        default="local",
+        description="Where object bytes are kept: local (a folder under the data folder) "
+        "or s3 (any S3-compatible store).",
+    )
+    storage_quota_bytes: int = Field(
+        default=1024**3, ge=0, description="Total size of all objects of one project, bytes."
+    )
+    storage_file_size_limit: int = Field(
+        default=50 * 1024**2,
+        ge=0,
+        description="Largest object of a bucket that sets no file_size_limit, bytes.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3 endpoint, for MinIO, R2 or another S3-compatible store; unset is AWS.",
+    )
+    s3_bucket: str | None = Field(
+        default=None, description="S3 bucket that holds every project's objects."
+    )
+    s3_region: str | None = Field(default=None, description="S3 region.")
+    s3_access_key_id: str | None = Field(
+        default=None, description="S3 access key id; unset uses boto3's default credentials."
+    )
+    s3_secret_access_key: str | None = Field(default=None, description="S3 secret access key.")
 
     @field_validator("control_database")
     @classmethod
