@@ -3,7 +3,8 @@
 ``ZBAAS_TEST_DATABASE_URL`` names a server to use; without it an embedded
 PostgreSQL 18 is started in a temporary folder. The server may be shared with
 other work, so every database this run creates carries a random name and is
-dropped at the end.
+dropped at the end. Storage tests on S3 get an S3-compatible server (moto) on
+loopback, started on first use.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 import secrets
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -120,6 +123,53 @@ def drop_leftovers(server_url: str, control_database: str) -> None:
             admin.execute(
                 sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(control_database))
             )
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """Endpoint URL of an S3-compatible server (moto) on loopback, for the whole run.
+
+    It keeps objects in its own process's memory and accepts any credentials;
+    each test names a bucket of its own.
+    """
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{url}/moto-api/", timeout=2).raise_for_status()
+                break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the S3 test server (moto) did not start")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def s3_settings(endpoint_url: str, bucket: str | None = None) -> dict[str, Any]:
+    """``Settings`` fields that put storage on the test S3 server, in a fresh bucket.
+
+    Use as ``Settings(**other_fields, **s3_settings(s3_server))``; the backend
+    creates the bucket on first use.
+    """
+    return {
+        "storage_backend": "s3",
+        "s3_endpoint_url": endpoint_url,
+        "s3_bucket": bucket or f"zbaas-test-{uuid.uuid4().hex[:12]}",
+        "s3_region": "us-east-1",
+        "s3_access_key_id": "zbaas-test",
+        "s3_secret_access_key": "zbaas-test-secret",
+    }
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Blobs as objects in one S3 bucket: AWS, MinIO, Cloudflare R2 or any S3-compatible store.
 
 boto3 is synchronous, so every call runs in a worker thread and the event loop
-never waits on the network. Every project's blobs share one bucket under the
+does not wait on the network. Every project's blobs share one bucket under the
 project's key prefix. The bucket is created on first use when it does not
 exist, which is what a fresh MinIO (or a test server) needs; on AWS give the
 credentials ``s3:CreateBucket`` or create the bucket beforehand.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from functools import partial
@@ -34,9 +35,11 @@ from zbaas.storage.backend import READ_CHUNK_BYTES, BlobNotFound, BlobTooLarge, 
 if TYPE_CHECKING:
     from zbaas.config import Settings
 
+logger = logging.getLogger("zbaas.storage")
+
 MIB = 1024 * 1024
-# Size of every part of a multipart upload but the last. S3 refuses parts under
-# 5 MiB (except the last), and an upload holds about one part in memory.
+# Size of every part of a multipart upload but the last. S3 rejects parts under
+# 5 MiB (except the last), and an upload keeps about one part in memory.
 PART_BYTES = 8 * MIB
 MIN_PART_BYTES = 5 * MIB
 # CopyObject copies at most 5 GiB; larger blobs are copied part by part on the
@@ -89,14 +92,14 @@ class S3Backend:
             # MinIO and most other stores serve buckets by path; virtual hosts
             # (bucket.host) need DNS set up for them. AWS keeps its own default.
             s3={"addressing_style": "path" if endpoint_url else "auto"},
-            # Checksums only where S3 demands them: stores that do not know the
-            # newer x-amz-checksum-* headers refuse them, and TLS already guards
-            # the bytes in transit.
+            # Checksums only where S3 requires them, because stores that do not know
+            # the newer x-amz-checksum-* headers reject them. TLS already guards the
+            # bytes in transit.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        # A session of its own: the default boto3 session is not safe to share
-        # between threads while clients are made, the client itself is.
+        # A session of its own, because the default boto3 session is not safe to
+        # share between threads while clients are made. The client itself is.
         session = boto3.session.Session(
             aws_access_key_id=access_key_id,
             aws_secret_access_key=secret_access_key,
@@ -160,7 +163,7 @@ class S3Backend:
         if end is not None and end < start:
             return
         request: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
-        # No Range for the whole blob: S3 answers any range of an empty object with 416.
+        # No Range for the whole blob, because S3 returns 416 for any range of an empty object.
         if start > 0 or end is not None:
             request["Range"] = f"bytes={start}-{'' if end is None else end}"
         try:
@@ -169,7 +172,9 @@ class S3Backend:
             if _error_code(error) in NOT_FOUND_CODES:
                 raise BlobNotFound(key) from None
             if _error_code(error) == "InvalidRange":
-                return  # starts past the last byte: nothing to send, as from a file
+                # The range starts past the last byte, so there is nothing to send,
+                # as from a file.
+                return
             raise
 
         body = response["Body"]
@@ -193,9 +198,9 @@ class S3Backend:
             await self._run(self._delete_batch, keys[first : first + DELETE_BATCH])
 
     async def delete_prefix(self, prefix: str) -> None:
-        # An empty prefix would empty the whole bucket, every project's blobs.
+        # An empty prefix would delete the whole bucket's content, every project's blobs.
         if not prefix.strip("/"):
-            raise ValueError(f"storage prefix {prefix!r} names no project")
+            raise ValueError(f"invalid storage prefix {prefix!r}: it names no project")
         await self._run(self._delete_prefix, prefix)
 
     async def close(self) -> None:
@@ -226,15 +231,17 @@ class S3Backend:
 
     def _create_bucket(self) -> None:
         request: dict[str, Any] = {"Bucket": self.bucket}
-        # us-east-1 is the one region that refuses to be named as a location.
+        # S3 rejects us-east-1 as a location constraint: it is the default location.
         if self.region and self.region != "us-east-1":
             request["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
         try:
             self._client.create_bucket(**request)
         except ClientError as error:
-            # Another zbaas process made it first.
+            # Another zbaas process created it first.
             if _error_code(error) != "BucketAlreadyOwnedByYou":
                 raise
+            return
+        logger.info("created S3 bucket %s", self.bucket)
 
     def _put(self, key: str, content: bytearray, digest: Any) -> None:
         digest.update(content)
@@ -264,12 +271,13 @@ class S3Backend:
             Bucket=self.bucket,
             Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True},
         )
-        # Absent keys are not errors in S3; anything listed here is (access, throttling).
+        # S3 does not list missing keys as errors, so anything here is a real
+        # failure (access denied, throttling).
         errors = response.get("Errors") or []
         if errors:
             first = errors[0]
             raise StorageError(
-                f"S3 did not delete {len(errors)} of {len(keys)} blobs; "
+                f"S3 failed to delete {len(errors)} of {len(keys)} blobs, the first "
                 f"{first.get('Key')}: {first.get('Code')} {first.get('Message')}"
             )
 
@@ -280,8 +288,11 @@ class S3Backend:
                 _abort(self._client, self.bucket, upload["Key"], upload["UploadId"])
 
         listing = self._client.get_paginator("list_objects_v2")
-        for page in listing.paginate(Bucket=self.bucket, Prefix=prefix):
-            # A page holds at most 1,000 keys, one DeleteObjects batch.
+        # One page of keys is one DeleteObjects batch.
+        pages = listing.paginate(
+            Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": DELETE_BATCH}
+        )
+        for page in pages:
             self._delete_batch([item["Key"] for item in page.get("Contents", [])])
 
 
@@ -338,7 +349,7 @@ def _abort(client: BaseClient, bucket: str, key: str, upload_id: str) -> None:
     try:
         client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
     except ClientError as error:
-        # Already completed or aborted: nothing is left to free.
+        # The upload is already completed or aborted, so nothing is left to free.
         if _error_code(error) != "NoSuchUpload":
             raise
 
@@ -348,10 +359,10 @@ def _error_code(error: ClientError) -> str:
 
 
 def _add_content_md5(request: Any, **_: Any) -> None:
-    """Give DeleteObjects the Content-MD5 header that S3 once required of it.
+    """Add to DeleteObjects the Content-MD5 header that older S3 APIs require.
 
-    botocore now sends a CRC32 checksum header instead, which some S3-compatible
-    stores refuse with MissingContentMD5.
+    botocore 1.36 and later send a CRC32 checksum header instead, which some
+    S3-compatible stores reject with MissingContentMD5.
     """
     if "Content-MD5" not in request.headers and request.body:
         body = request.body if isinstance(request.body, bytes) else request.body.encode()
