@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -47,17 +47,23 @@ def connect(server_url: str, dbname: str = "postgres") -> psycopg.Connection:
 
 
 @contextmanager
-def zbaas_server(server_url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Run a ``zbaas serve`` process on its own control database, dropped afterwards."""
+def zbaas_server(
+    server_url: str, env: Mapping[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run a ``zbaas serve`` process on its own control database, dropped afterwards.
+
+    ``env`` adds settings (``ZBAAS_*`` variables) to the server's environment.
+    """
     control = f"zbaas_bench_{secrets.token_hex(4)}"
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="zbaas-bench-data-") as data_dir:
-        env = {
+        server_env = {
             **os.environ,
             "ZBAAS_DATABASE_URL": server_url,
             "ZBAAS_CONTROL_DATABASE": control,
             "ZBAAS_DATA_DIR": data_dir,
             "ZBAAS_SECRET_KEY": secrets.token_urlsafe(48),
+            **(env or {}),
         }
         process = subprocess.Popen(
             [
@@ -70,7 +76,7 @@ def zbaas_server(server_url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]
                 "--log-level",
                 "warning",
             ],
-            env=env,
+            env=server_env,
         )
         url = f"http://127.0.0.1:{port}"
         try:
