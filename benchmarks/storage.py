@@ -32,8 +32,10 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import boto3
 import httpx
 import psutil
+from boto3.s3.transfer import TransferConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _support import free_port, postgres_server, sign_in, zbaas_server  # noqa: E402
@@ -160,13 +162,44 @@ def download(client: httpx.Client, endpoint: str, target: Path) -> float:
     return time.perf_counter() - started
 
 
+def s3_direct(env: dict[str, str], source: Path, target: Path) -> tuple[float, float]:
+    """Upload and download the file with boto3 straight to the S3 server; seconds of each.
+
+    The upload sends the same 8 MiB parts, one at a time, as the S3 backend; the
+    download is one streamed GetObject, as the backend reads.
+    """
+    client = boto3.session.Session().client(
+        "s3",
+        endpoint_url=env["ZBAAS_S3_ENDPOINT_URL"],
+        region_name=env["ZBAAS_S3_REGION"],
+        aws_access_key_id=env["ZBAAS_S3_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["ZBAAS_S3_SECRET_ACCESS_KEY"],
+    )
+    config = TransferConfig(multipart_chunksize=8 * MB, max_concurrency=1, use_threads=False)
+    bucket, key = env["ZBAAS_S3_BUCKET"], f"direct/{secrets.token_hex(4)}"
+    try:
+        started = time.perf_counter()
+        client.upload_file(str(source), bucket, key, Config=config)
+        uploaded = time.perf_counter() - started
+        started = time.perf_counter()
+        body = client.get_object(Bucket=bucket, Key=key)["Body"]
+        with open(target, "wb") as handle:
+            for chunk in body.iter_chunks(CLIENT_CHUNK):
+                handle.write(chunk)
+        downloaded = time.perf_counter() - started
+        client.delete_object(Bucket=bucket, Key=key)
+    finally:
+        client.close()
+    target.unlink(missing_ok=True)
+    return uploaded, downloaded
+
+
 def storage_env(backend: str, size: int, rounds: int, stack: ExitStack) -> dict[str, str]:
     """Server settings that allow the benchmark's objects, on the chosen backend."""
     env = {
         "ZBAAS_STORAGE_FILE_SIZE_LIMIT": str(2 * size),
         # Every round uploads to a new path.
         "ZBAAS_STORAGE_QUOTA_BYTES": str((rounds + 2) * size),
-        "ZBAAS_MAX_BODY_BYTES": str(2 * size),
     }
     if backend == "s3":
         env |= {
@@ -191,6 +224,8 @@ def main() -> None:
     copies: list[float] = []
     uploads: list[float] = []
     downloads: list[float] = []
+    direct_uploads: list[float] = []
+    direct_downloads: list[float] = []
     upload_peaks: list[int] = []
     download_peaks: list[int] = []
     with ExitStack() as stack:
@@ -232,6 +267,10 @@ def main() -> None:
             if target.stat().st_size != size or file_md5(target) != source_md5:
                 raise RuntimeError("the downloaded object differs from the uploaded file")
             target.unlink()
+            if args.backend == "s3":
+                direct_up, direct_down = s3_direct(env, source, work / "direct.bin")
+                direct_uploads.append(direct_up)
+                direct_downloads.append(direct_down)
 
     def rate(seconds: list[float]) -> float:
         return args.size_mb / statistics.median(seconds)
@@ -243,6 +282,10 @@ def main() -> None:
     print(f"disk copy (floor):  {floor:8.1f} MiB/s")
     print(f"upload via API:     {up:8.1f} MiB/s   ratio {up / floor:.2f}")
     print(f"download via API:   {down:8.1f} MiB/s   ratio {down / floor:.2f}")
+    if direct_uploads:
+        direct_up, direct_down = rate(direct_uploads), rate(direct_downloads)
+        print(f"S3 upload, boto3:   {direct_up:8.1f} MiB/s   API/boto3 {up / direct_up:.2f}")
+        print(f"S3 download, boto3: {direct_down:8.1f} MiB/s   API/boto3 {down / direct_down:.2f}")
     print(f"server RSS idle:    {idle / MB:8.1f} MiB (after a 1 MiB warm-up transfer)")
     print(f"peak during upload:   {(max(upload_peaks) - idle) / MB:+8.1f} MiB above idle")
     print(f"peak during download: {(max(download_peaks) - idle) / MB:+8.1f} MiB above idle")

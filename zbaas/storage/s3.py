@@ -139,6 +139,8 @@ class S3Backend:
                 buffer += chunk
                 # Only a buffer past one part proves that more than one part
                 # follows; a stream that fits in one part gets a single PutObject.
+                # Parts go one at a time, so the stream waits while a part uploads
+                # and memory stays at about one part.
                 while len(buffer) > self.part_bytes:
                     if upload is None:
                         upload = await self._run(_MultipartUpload.start, self, key)
