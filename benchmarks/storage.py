@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python benchmarks/storage.py [--size-mb 200] [--backend local|s3] [--rounds 3]``
 (embedded PostgreSQL 18, or the server in ``ZBAAS_DATABASE_URL``). The API
-server runs as its own ``zbaas serve`` process on loopback; with ``--backend s3``
+server runs as its own ``zbaas serve`` process on loopback. With ``--backend s3``
 an S3-compatible server (moto) runs on loopback too, in a process of its own.
 
 Each round copies the source file to another file in the same folder with
@@ -165,8 +165,8 @@ def download(client: httpx.Client, endpoint: str, target: Path) -> float:
 def s3_direct(env: dict[str, str], source: Path, target: Path) -> tuple[float, float]:
     """Upload and download the file with boto3 straight to the S3 server; seconds of each.
 
-    The upload sends the same 8 MiB parts, one at a time, as the S3 backend; the
-    download is one streamed GetObject, as the backend reads.
+    The upload sends the same 8 MiB parts, one at a time, as the S3 backend does.
+    The download is one streamed GetObject, as in the backend.
     """
     client = boto3.session.Session().client(
         "s3",

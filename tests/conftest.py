@@ -129,8 +129,9 @@ def drop_leftovers(server_url: str, control_database: str) -> None:
 def s3_server() -> Iterator[str]:
     """Endpoint URL of an S3-compatible server (moto) on loopback, for the whole run.
 
-    It keeps objects in its own process's memory and accepts any credentials;
-    each test names a bucket of its own.
+    moto keeps objects in its own process (in memory, large ones in temporary
+    files), accepts any credentials and rejects parts under 5 MiB as S3 does.
+    Each test names a bucket of its own.
     """
     port = free_port()
     process = subprocess.Popen(
@@ -159,7 +160,7 @@ def s3_server() -> Iterator[str]:
 def s3_settings(endpoint_url: str, bucket: str | None = None) -> dict[str, Any]:
     """``Settings`` fields that put storage on the test S3 server, in a fresh bucket.
 
-    Use as ``Settings(**other_fields, **s3_settings(s3_server))``; the backend
+    Use as ``Settings(**other_fields, **s3_settings(s3_server))``. The backend
     creates the bucket on first use.
     """
     return {

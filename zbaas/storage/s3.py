@@ -3,8 +3,8 @@
 boto3 is synchronous, so every call runs in a worker thread and the event loop
 does not wait on the network. Every project's blobs share one bucket under the
 project's key prefix. The bucket is created on first use when it does not
-exist, which is what a fresh MinIO (or a test server) needs; on AWS give the
-credentials ``s3:CreateBucket`` or create the bucket beforehand.
+exist, which is what a fresh MinIO (or a test server) needs. On AWS, either
+grant the credentials ``s3:CreateBucket`` or create the bucket beforehand.
 
 An upload that is cut short (too large, a failing stream, a cancelled request)
 aborts its multipart upload, so the store keeps no part of it. A process that
@@ -42,8 +42,8 @@ MIB = 1024 * 1024
 # 5 MiB (except the last), and an upload keeps about one part in memory.
 PART_BYTES = 8 * MIB
 MIN_PART_BYTES = 5 * MIB
-# CopyObject copies at most 5 GiB; larger blobs are copied part by part on the
-# server side. 512 MiB parts reach S3's largest object (5 TiB) within its
+# CopyObject copies at most 5 GiB, so larger blobs are copied part by part on
+# the server side. 512 MiB parts reach S3's largest object (5 TiB) within its
 # 10,000 parts.
 MAX_COPY_BYTES = 5 * 1024 * MIB
 COPY_PART_BYTES = 512 * MIB
@@ -58,7 +58,7 @@ T = TypeVar("T")
 
 
 class StorageError(Exception):
-    """The S3 store refused an operation that the backend cannot recover from."""
+    """An S3 operation that the store rejected and the backend cannot recover from."""
 
 
 class S3Backend:
@@ -89,8 +89,9 @@ class S3Backend:
             connect_timeout=10,
             read_timeout=60,
             retries={"mode": "standard", "max_attempts": 3},
-            # MinIO and most other stores serve buckets by path; virtual hosts
-            # (bucket.host) need DNS set up for them. AWS keeps its own default.
+            # Path-style addressing for other stores, because MinIO serves buckets
+            # by path unless DNS is set up for virtual hosts (bucket.host). AWS
+            # keeps its own default.
             s3={"addressing_style": "path" if endpoint_url else "auto"},
             # Checksums only where S3 requires them, because stores that do not know
             # the newer x-amz-checksum-* headers reject them. TLS already guards the
@@ -138,9 +139,9 @@ class S3Backend:
                     raise BlobTooLarge(max_bytes)
                 buffer += chunk
                 # Only a buffer past one part proves that more than one part
-                # follows; a stream that fits in one part gets a single PutObject.
-                # Parts go one at a time, so the stream waits while a part uploads
-                # and memory stays at about one part.
+                # follows, so a stream that fits in one part gets a single PutObject.
+                # Parts go one at a time: the stream waits while a part uploads, and
+                # memory stays at about one part.
                 while len(buffer) > self.part_bytes:
                     if upload is None:
                         upload = await self._run(_MultipartUpload.start, self, key)
@@ -208,10 +209,10 @@ class S3Backend:
     async def close(self) -> None:
         await anyio.to_thread.run_sync(self._client.close)
 
-    # Everything below runs in a worker thread.
-
     async def _run(self, func: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(self._call, func, *args)
+
+    # The methods below run in a worker thread.
 
     def _call(self, func: Callable[..., T], *args: Any) -> T:
         self._ensure_bucket()
@@ -233,7 +234,7 @@ class S3Backend:
 
     def _create_bucket(self) -> None:
         request: dict[str, Any] = {"Bucket": self.bucket}
-        # S3 rejects us-east-1 as a location constraint: it is the default location.
+        # S3 rejects us-east-1 as a LocationConstraint, because it is the default.
         if self.region and self.region != "us-east-1":
             request["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
         try:
@@ -361,10 +362,11 @@ def _error_code(error: ClientError) -> str:
 
 
 def _add_content_md5(request: Any, **_: Any) -> None:
-    """Add to DeleteObjects the Content-MD5 header that older S3 APIs require.
+    """Add a Content-MD5 header to a DeleteObjects request.
 
-    botocore 1.36 and later send a CRC32 checksum header instead, which some
-    S3-compatible stores reject with MissingContentMD5.
+    botocore 1.36 and later send a CRC32 checksum header in its place, which
+    some S3-compatible stores (older MinIO releases among them) reject with
+    MissingContentMD5.
     """
     if "Content-MD5" not in request.headers and request.body:
         body = request.body if isinstance(request.body, bytes) else request.body.encode()
