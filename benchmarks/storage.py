@@ -5,15 +5,17 @@ Run: ``.venv/bin/python benchmarks/storage.py [--size-mb 200] [--backend local|s
 server runs as its own ``zbaas serve`` process on loopback. With ``--backend s3``
 an S3-compatible server (moto) runs on loopback too, in a process of its own.
 
-Each round copies the source file to another file in the same folder with
-1 MiB reads and writes (the floor), uploads it with
-``PUT /projects/{id}/storage/objects/default/{path}`` streamed from the file
-by httpx, and downloads it with ``GET`` of the same path, streamed to a file
-and checked against the source's MD5. Printed: the median throughput of
-each, the ratios of upload and download to the floor, and the peak RSS of
-the server process during each transfer above its idle RSS (after a 1 MiB
-warm-up transfer), sampled with psutil every 10 ms. Target: peak under 100 MB
-above idle.
+Each round has three timed steps. It copies the source file to another file
+in the same folder with 1 MiB reads and writes, which is the floor. It uploads
+the file with ``PUT /projects/{id}/storage/objects/default/{path}``, the body
+streamed from the file by httpx. It downloads the object with ``GET`` of the
+same path into a file and checks the source's MD5. With ``--backend s3`` it
+also sends the file to moto with boto3 and reads it back, as a second floor.
+
+Printed: the median throughput of each step, the ratios to the floors, and
+the server's peak RSS during each transfer above its idle RSS (after a 1 MiB
+warm-up transfer), sampled with psutil every 10 ms. Target: peak under
+100 MB above idle.
 """
 
 from __future__ import annotations
