@@ -26,6 +26,7 @@ from zbaas.platform.security import SecretBox, TokenSigner
 from zbaas.postgres import server
 from zbaas.postgres.embedded import EmbeddedPostgres, lock_data_dir
 from zbaas.postgres.pools import Pools
+from zbaas.rest.catalog import TableCache
 
 logger = logging.getLogger("zbaas.api")
 
@@ -39,6 +40,7 @@ class Services:
     box: SecretBox
     signer: TokenSigner
     storage_root: Path
+    tables: TableCache = field(default_factory=TableCache)
     extras: dict[str, Any] = field(default_factory=dict)
 
 

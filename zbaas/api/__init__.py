@@ -24,7 +24,9 @@ def routers() -> list[APIRouter]:
         search,
     )
 
+    # Starlette tries routes in order, so the data API, the busiest by far, goes first.
     return [
+        rest.router,
         health.router,
         auth.router,
         orgs.router,
@@ -39,5 +41,4 @@ def routers() -> list[APIRouter]:
         branches.router,
         health_report.router,
         endusers.router,
-        rest.router,
     ]
