@@ -22,6 +22,7 @@ import anyio
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
@@ -36,6 +37,22 @@ from zbaas.storage.names import RESERVED_BUCKET_IDS
 from zbaas.storage.uploads import RawUpload, read_body
 from zbaas.tenant import storage
 from zbaas.tenant.storage import Bucket, Caller, ListEntry, StoredObject
+
+
+class ObjectPath(Convertor[str]):
+    """Like ``path``, but also matching line breaks, so that a name holding one
+    reaches the name checks (422) instead of matching no route (404)."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("objectpath", ObjectPath())
 
 router = APIRouter(prefix="/storage/v1", tags=["storage"], responses=ERRORS)
 
@@ -363,7 +380,7 @@ def signed_path(kind: str, bucket_id: str, name: str, token: str) -> str:
     return f"/object/{kind}/{quote(bucket_id)}/{quote(name)}?token={token}"
 
 
-@router.post("/object/sign/{bucket_id}/{name:path}")
+@router.post("/object/sign/{bucket_id}/{name:objectpath}")
 async def sign_one(
     bucket_id: str, name: str, body: SignBody, request: Request, services: ServicesDep
 ) -> JSONResponse:
@@ -378,7 +395,7 @@ async def sign_one(
     return JSONResponse({"signedURL": url, "signedUrl": url})
 
 
-@router.api_route("/object/sign/{bucket_id}/{name:path}", methods=["GET", "HEAD"])
+@router.api_route("/object/sign/{bucket_id}/{name:objectpath}", methods=["GET", "HEAD"])
 async def get_signed(
     bucket_id: str,
     name: str,
@@ -395,7 +412,7 @@ async def get_signed(
     return await object_response(request, services, grant.project, obj, download)
 
 
-@router.post("/object/upload/sign/{bucket_id}/{name:path}")
+@router.post("/object/upload/sign/{bucket_id}/{name:objectpath}")
 async def sign_upload(
     bucket_id: str, name: str, request: Request, services: ServicesDep
 ) -> JSONResponse:
@@ -406,7 +423,7 @@ async def sign_upload(
     return JSONResponse({"url": signed_path("upload/sign", bucket_id, name, token), "token": token})
 
 
-@router.put("/object/upload/sign/{bucket_id}/{name:path}")
+@router.put("/object/upload/sign/{bucket_id}/{name:objectpath}")
 async def upload_signed(
     bucket_id: str,
     name: str,
@@ -430,27 +447,27 @@ async def object_info(
     return JSONResponse(info_json(obj), headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/object/info/public/{bucket_id}/{name:path}")
+@router.get("/object/info/public/{bucket_id}/{name:objectpath}")
 async def info_public(
     bucket_id: str, name: str, request: Request, services: ServicesDep
 ) -> JSONResponse:
     return await object_info(bucket_id, name, request, services, public=True)
 
 
-@router.get("/object/info/authenticated/{bucket_id}/{name:path}")
+@router.get("/object/info/authenticated/{bucket_id}/{name:objectpath}")
 async def info_authenticated(
     bucket_id: str, name: str, request: Request, services: ServicesDep
 ) -> JSONResponse:
     return await object_info(bucket_id, name, request, services, public=False)
 
 
-@router.get("/object/info/{bucket_id}/{name:path}")
+@router.get("/object/info/{bucket_id}/{name:objectpath}")
 async def info(bucket_id: str, name: str, request: Request, services: ServicesDep) -> JSONResponse:
     """An object's size, type, ETag, metadata and times."""
     return await object_info(bucket_id, name, request, services, public=False)
 
 
-@router.api_route("/object/public/{bucket_id}/{name:path}", methods=["GET", "HEAD"])
+@router.api_route("/object/public/{bucket_id}/{name:objectpath}", methods=["GET", "HEAD"])
 async def download_public(
     bucket_id: str,
     name: str,
@@ -468,7 +485,7 @@ async def download_public(
     return await object_response(request, services, project, obj, download)
 
 
-@router.api_route("/object/authenticated/{bucket_id}/{name:path}", methods=["GET", "HEAD"])
+@router.api_route("/object/authenticated/{bucket_id}/{name:objectpath}", methods=["GET", "HEAD"])
 async def download_authenticated(
     bucket_id: str,
     name: str,
@@ -484,7 +501,7 @@ async def download_authenticated(
 # --- object routes by bucket ---------------------------------------------------
 
 
-@router.api_route("/object/{bucket_id}/{name:path}", methods=["GET", "HEAD"])
+@router.api_route("/object/{bucket_id}/{name:objectpath}", methods=["GET", "HEAD"])
 async def download(
     bucket_id: str,
     name: str,
@@ -498,7 +515,7 @@ async def download(
     return await object_response(request, services, project, obj, download)
 
 
-@router.api_route("/object/{bucket_id}/{name:path}", methods=["POST", "PUT"])
+@router.api_route("/object/{bucket_id}/{name:objectpath}", methods=["POST", "PUT"])
 async def upload(
     bucket_id: str, name: str, request: Request, services: ServicesDep
 ) -> JSONResponse:
@@ -513,7 +530,7 @@ async def upload(
     return JSONResponse(upload_json(stored))
 
 
-@router.delete("/object/{bucket_id}/{name:path}")
+@router.delete("/object/{bucket_id}/{name:objectpath}")
 async def delete_one(
     bucket_id: str, name: str, request: Request, services: ServicesDep
 ) -> JSONResponse:
