@@ -737,3 +737,41 @@ def test_platform_upload_larger_than_the_body_cap(
 
     assert response.status_code == 201, response.text
     assert response.json()["size"] == size
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("garbage", b"x"),
+        ("text/*", b"x"),
+        ("text/plain; charset=" + "u" * 300, b"x"),
+        (
+            "multipart/form-data; boundary=xyz",
+            b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n'
+            b"Content-Type: text/plain\x07\r\n\r\none\r\n--xyz--\r\n",
+        ),
+    ],
+)
+def test_bad_content_type_is_422(
+    http: httpx.Client, handle: ProjectHandle, content_type: str, body: bytes
+) -> None:
+    path = f"{unique('type')}.txt"
+
+    response = http.post(
+        f"/storage/v1/object/default/{path}",
+        content=body,
+        headers={**keyed(handle.secret), "Content-Type": content_type},
+    )
+
+    assert response.status_code == 422, response.text
+    assert error_of(response)["code"] == "invalid_mime_type"
+
+
+def test_bucket_limit_past_bigint_is_422(http: httpx.Client, handle: ProjectHandle) -> None:
+    response = http.post(
+        "/storage/v1/bucket",
+        json={"name": unique("b"), "file_size_limit": 2**64},
+        headers=keyed(handle.secret),
+    )
+
+    assert response.status_code == 422

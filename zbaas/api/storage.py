@@ -188,17 +188,21 @@ class StorageRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+# bigint's range: a larger limit means no limit anyway.
+MAX_FILE_SIZE_LIMIT = 2**63 - 1
+
+
 class BucketCreate(StorageRequest):
     name: str = Field(max_length=100)
     id: str | None = Field(default=None, max_length=100)
     public: bool = False
-    file_size_limit: int | None = Field(default=None, ge=0)
+    file_size_limit: int | None = Field(default=None, ge=0, le=MAX_FILE_SIZE_LIMIT)
     allowed_mime_types: list[str] | None = Field(default=None, max_length=100)
 
 
 class BucketUpdate(StorageRequest):
     public: bool | None = None
-    file_size_limit: int | None = Field(default=None, ge=0)
+    file_size_limit: int | None = Field(default=None, ge=0, le=MAX_FILE_SIZE_LIMIT)
     allowed_mime_types: list[str] | None = Field(default=None, max_length=100)
 
 

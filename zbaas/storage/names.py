@@ -19,6 +19,7 @@ BUCKET_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 RESERVED_BUCKET_IDS = frozenset(
     {"authenticated", "copy", "info", "list", "list-v2", "move", "public", "sign", "upload"}
 )
+MAX_CONTENT_TYPE_LENGTH = 255
 MIME_PATTERN = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*|\*)/(?:[A-Za-z0-9!#$&^_.+-]+|\*)$")
 # C0 controls, DEL and C1 controls. U+FFFD stands for bytes that were not UTF-8.
 FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\\\ufffd]")
@@ -86,10 +87,30 @@ def _check_path(name: str, *, field: str, allow_trailing_slash: bool) -> None:
             raise refuse("empty, '.' and '..' segments are not allowed")
 
 
+def check_content_type(value: str) -> str:
+    """Return an upload's Content-Type when it is ``type/subtype`` with printable parameters.
+
+    It is sent back as a header on every download, so nothing else may pass.
+    """
+    if (
+        len(value) > MAX_CONTENT_TYPE_LENGTH
+        or not value.isascii()
+        or not value.isprintable()
+        or not MIME_PATTERN.fullmatch(base_mime_type(value))
+        or "*" in base_mime_type(value)
+    ):
+        raise InvalidInput(
+            f"invalid Content-Type {value[:100]!r}: use type/subtype, such as text/plain, "
+            f"in at most {MAX_CONTENT_TYPE_LENGTH} printable ASCII characters",
+            code="invalid_mime_type",
+        )
+    return value
+
+
 def check_mime_types(values: list[str]) -> list[str]:
     """Return the allowed media types of a bucket (``image/png``, ``image/*``) or 422."""
     for value in values:
-        if not MIME_PATTERN.fullmatch(value):
+        if len(value) > MAX_CONTENT_TYPE_LENGTH or not MIME_PATTERN.fullmatch(value):
             raise InvalidInput(
                 f"invalid media type {value[:100]!r} in allowed_mime_types: "
                 "use type/subtype or type/*",

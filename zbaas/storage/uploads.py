@@ -21,6 +21,9 @@ MAX_FIELDS = 16
 MAX_CACHE_CONTROL_LENGTH = 200
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 DEFAULT_CACHE_CONTROL = "no-cache"
+# Request bodies arrive in pieces of about 64 KiB; the backend gets them joined
+# into pieces of this size, so that it makes fewer, larger writes.
+WRITE_PIECE_BYTES = 1024 * 1024
 
 
 class UploadBody(Protocol):
@@ -79,6 +82,20 @@ def parse_user_metadata(value: str | None) -> dict[str, Any] | None:
     if not isinstance(parsed, dict):
         raise InvalidInput("the metadata must be a JSON object", code="invalid_metadata")
     return parsed
+
+
+async def in_pieces(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Join ``chunks`` into pieces of :data:`WRITE_PIECE_BYTES`, the last one shorter."""
+    pending: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        pending.append(chunk)
+        size += len(chunk)
+        if size >= WRITE_PIECE_BYTES:
+            yield b"".join(pending)
+            pending, size = [], 0
+    if pending:
+        yield b"".join(pending)
 
 
 class RawUpload:

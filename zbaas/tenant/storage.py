@@ -44,12 +44,13 @@ from zbaas.platform.projects import Project
 from zbaas.storage.backend import BlobTooLarge
 from zbaas.storage.names import (
     check_bucket_id,
+    check_content_type,
     check_mime_types,
     check_object_name,
     check_prefix,
     mime_allowed,
 )
-from zbaas.storage.uploads import UploadBody
+from zbaas.storage.uploads import UploadBody, in_pieces
 from zbaas.tenant.connections import as_platform
 
 logger = logging.getLogger("zbaas.storage")
@@ -459,13 +460,16 @@ async def upload(
         raise _quota_error(services, used)
 
     def check_type(content_type: str) -> None:
+        check_content_type(content_type)
         if not mime_allowed(content_type, bucket.allowed_mime_types):
             raise _type_error(bucket, content_type)
 
     object_id = uuid.uuid4()
     key = blob_key(project, object_id)
     try:
-        blob = await services.storage.write(key, body.chunks(check_type), min(limit, remaining))
+        blob = await services.storage.write(
+            key, in_pieces(body.chunks(check_type)), min(limit, remaining)
+        )
     except BlobTooLarge:
         if limit <= remaining:
             raise _size_error(bucket, limit) from None
