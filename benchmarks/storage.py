@@ -12,9 +12,9 @@ the same HTTP stack without keys, metadata or checks. Plain Python file writes
 and reads of the same bytes are printed too. It also prints the peak resident
 memory (RSS) of the server process during the transfers, sampled every 10 ms.
 Targets: peak RSS of the two sizes within 30 MB of each other, because both
-directions stream; API throughput at least 0.3 of the bare HTTP floor for
-uploads, which the local backend also hashes (MD5, for the ETag), and 0.5 for
-downloads.
+directions stream. API throughput at least 0.3 of the bare HTTP floor for
+uploads, which the local backend also hashes (MD5, for the ETag), and at
+least 0.5 for downloads.
 """
 
 from __future__ import annotations

@@ -133,7 +133,7 @@ def test_unsatisfiable_range_is_416(
 
 
 @pytest.mark.parametrize("header", ["bytes=9-2", "bytes=0-1,5-6", "lines=1-2", "bytes=x-y"])
-def test_range_that_is_not_one_byte_range_is_ignored(
+def test_multi_or_invalid_range_is_ignored(
     http: httpx.Client, handle: ProjectHandle, stored: str, header: str
 ) -> None:
     response = http.get(
@@ -205,7 +205,7 @@ def test_upload_larger_than_the_body_cap_streams_through(
     assert digest.hexdigest() == expected
 
 
-def test_client_uploads_a_form_larger_than_the_body_cap(
+def test_large_form_upload_skips_body_cap(
     storage_api: ThreadedServer, handle: ProjectHandle, storage_settings: Settings
 ) -> None:
     content = b"q" * (storage_settings.max_body_bytes + MIB)
@@ -369,7 +369,7 @@ def test_hostile_paths_write_nothing_anywhere(
     client = storage_client(storage_api.url, secret)
     client.create_bucket(limited := unique("lim"), options={"file_size_limit": 10})
     client.create_bucket(images := unique("img"), options={"allowed_mime_types": ["image/*"]})
-    # The folder that holds the data folder, so a write beside it shows too.
+    # The folder that contains the data folder, so that a write beside it shows too.
     outer = storage_settings.data_dir.parent
     before = tree(outer)
 

@@ -1,11 +1,11 @@
 """Project storage for apps: the Supabase Storage API subset at ``/storage/v1``.
 
-The ``apikey`` header names the project, as for the data API, and an
-end-user JWT in ``Authorization`` makes the caller that user; the rules are
-in ``zbaas.tenant.storage``. Signed URLs carry their project in the token, so
-they work without a key. Request and response bodies have the shapes the
-Supabase storage clients send and read; errors keep zbaas's shape, which
-those clients raise as ``StorageApiError`` with the HTTP status.
+The ``apikey`` header names the project, as for the data API. An end-user JWT
+in ``Authorization`` makes the caller that user, and ``zbaas.tenant.storage``
+holds the access rules. Signed URLs carry their project in the token, so they
+work without a key. Request and response bodies have the shapes that the
+Supabase storage clients send and read. Errors keep zbaas's shape, which those
+clients raise as ``StorageApiError`` with the HTTP status.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ ADMIN_UPLOAD = re.compile(r"^/projects/[^/]+/storage/objects/[^/]+/.+$")
 
 
 def is_upload(method: str, path: str) -> bool:
-    """Whether a request streams an object's content: such bodies skip the global size cap."""
+    """Return True for requests that stream an object's content, which skip the body size cap."""
     if method not in ("POST", "PUT"):
         return False
     if path.startswith("/storage/v1/object/"):
@@ -81,7 +81,7 @@ class Interrupted(ZbaasError):
 
 
 async def storage_caller(request: Request, services: Services) -> tuple[Project, Caller]:
-    """The project of the ``apikey`` header and who acts: service_role, a user, or anon."""
+    """Resolve the project of the ``apikey`` header and the actor: service_role, a user, or anon."""
     client = await resolve_apikey(request, services)
     claims = user_claims(request, client)
     if claims is not None:
@@ -112,7 +112,7 @@ def bucket_json(bucket: Bucket) -> dict[str, Any]:
 
 
 def system_metadata(obj: StoredObject | ListEntry) -> dict[str, Any]:
-    """The ``metadata`` Supabase reports for an object."""
+    """Build the ``metadata`` object that Supabase reports for an object."""
     return {
         "eTag": f'"{obj.etag}"',
         "size": obj.size,
@@ -244,7 +244,7 @@ class SignManyBody(StorageRequest):
 
 @router.get("/bucket")
 async def list_buckets(request: Request, services: ServicesDep) -> JSONResponse:
-    """Every bucket of the project, with any key."""
+    """List every bucket of the project; any key of the project may."""
     project, _ = await storage_caller(request, services)
     return JSONResponse([bucket_json(b) for b in await storage.list_buckets(services, project)])
 
@@ -399,7 +399,8 @@ async def sign_one(
     return JSONResponse({"signedURL": url, "signedUrl": url})
 
 
-@router.api_route("/object/sign/{bucket_id}/{name:objectpath}", methods=["GET", "HEAD"])
+@router.get("/object/sign/{bucket_id}/{name:objectpath}")
+@router.head("/object/sign/{bucket_id}/{name:objectpath}")
 async def get_signed(
     bucket_id: str,
     name: str,
@@ -471,7 +472,8 @@ async def info(bucket_id: str, name: str, request: Request, services: ServicesDe
     return await object_info(bucket_id, name, request, services, public=False)
 
 
-@router.api_route("/object/public/{bucket_id}/{name:objectpath}", methods=["GET", "HEAD"])
+@router.get("/object/public/{bucket_id}/{name:objectpath}")
+@router.head("/object/public/{bucket_id}/{name:objectpath}")
 async def download_public(
     bucket_id: str,
     name: str,
@@ -489,7 +491,8 @@ async def download_public(
     return await object_response(request, services, project, obj, download)
 
 
-@router.api_route("/object/authenticated/{bucket_id}/{name:objectpath}", methods=["GET", "HEAD"])
+@router.get("/object/authenticated/{bucket_id}/{name:objectpath}")
+@router.head("/object/authenticated/{bucket_id}/{name:objectpath}")
 async def download_authenticated(
     bucket_id: str,
     name: str,
@@ -505,7 +508,8 @@ async def download_authenticated(
 # --- object routes by bucket ---------------------------------------------------
 
 
-@router.api_route("/object/{bucket_id}/{name:objectpath}", methods=["GET", "HEAD"])
+@router.get("/object/{bucket_id}/{name:objectpath}")
+@router.head("/object/{bucket_id}/{name:objectpath}")
 async def download(
     bucket_id: str,
     name: str,
@@ -519,13 +523,14 @@ async def download(
     return await object_response(request, services, project, obj, download)
 
 
-@router.api_route("/object/{bucket_id}/{name:objectpath}", methods=["POST", "PUT"])
+@router.post("/object/{bucket_id}/{name:objectpath}")
+@router.put("/object/{bucket_id}/{name:objectpath}")
 async def upload(
     bucket_id: str, name: str, request: Request, services: ServicesDep
 ) -> JSONResponse:
     """Upload an object, as a form's file part or as the raw body.
 
-    POST creates and refuses an existing name unless ``x-upsert: true``; PUT
+    POST creates and rejects an existing name unless ``x-upsert: true``; PUT
     replaces or creates. ``{"Id", "Key"}`` on success.
     """
     project, caller = await storage_caller(request, services)

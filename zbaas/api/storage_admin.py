@@ -139,12 +139,12 @@ async def put_object(
     )
 
 
-@router.api_route(
+@router.get(
     "/objects/{bucket_id}/{name:objectpath}",
-    methods=["GET", "HEAD"],
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}}, 206: {}, 416: {}},
 )
+@router.head("/objects/{bucket_id}/{name:objectpath}", response_class=Response)
 async def get_object(
     project_id: UUID,
     bucket_id: str,

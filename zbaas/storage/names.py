@@ -1,8 +1,8 @@
 """Checks on what users name: buckets, object paths, list prefixes and media types.
 
-Object names never become file paths or S3 keys (blobs are stored under ids that
-zbaas makes), yet a name that looks like a path escape is refused anyway, so
-that no client, proxy or export that maps names to paths can be led astray.
+Object names never become file paths or S3 keys, because blobs are stored
+under ids that zbaas makes. A name that looks like a path escape is rejected
+anyway, so that no client, proxy or export that maps names to paths is led astray.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def check_prefix(prefix: str, *, field: str = "prefix") -> str:
 
 
 def _check_path(name: str, *, field: str, allow_trailing_slash: bool) -> None:
-    def refuse(rule: str) -> InvalidInput:
+    def invalid(rule: str) -> InvalidInput:
         return InvalidInput(
             f"invalid object {field} {name[:200]!r}: {rule}",
             code="invalid_key",
@@ -68,23 +68,23 @@ def _check_path(name: str, *, field: str, allow_trailing_slash: bool) -> None:
         )
 
     if not name:
-        raise refuse("it is empty")
+        raise invalid("it is empty")
     try:
         size = len(name.encode("utf-8"))
     except UnicodeEncodeError:
-        raise refuse("it is not valid UTF-8") from None
+        raise invalid("it is not valid UTF-8") from None
     if size > MAX_NAME_BYTES:
-        raise refuse(f"it is {size} bytes of UTF-8; the maximum is {MAX_NAME_BYTES}")
+        raise invalid(f"it is {size} bytes of UTF-8; the maximum is {MAX_NAME_BYTES}")
     if FORBIDDEN_CHARACTERS.search(name):
-        raise refuse("backslashes, control characters and invalid UTF-8 are not allowed")
+        raise invalid("backslashes, control characters and invalid UTF-8 are not allowed")
     if name.startswith("/"):
-        raise refuse("it must be relative, not start with '/'")
+        raise invalid("it must be relative, not start with '/'")
     segments = name.split("/")
     if allow_trailing_slash and segments[-1] == "":
         segments.pop()
     for segment in segments:
         if segment in ("", ".", ".."):
-            raise refuse("empty, '.' and '..' segments are not allowed")
+            raise invalid("empty, '.' and '..' segments are not allowed")
 
 
 def check_content_type(value: str) -> str:
@@ -126,7 +126,7 @@ def base_mime_type(content_type: str) -> str:
 
 
 def mime_allowed(content_type: str, allowed: list[str] | None) -> bool:
-    """Whether a bucket that allows ``allowed`` (None: anything) takes ``content_type``.
+    """Check whether a bucket that allows ``allowed`` (None: anything) takes ``content_type``.
 
     ``image/*`` matches every image type and ``*/*`` everything, as in Supabase.
     """

@@ -2,9 +2,9 @@
 
 The bytes of an object live in the storage backend under ``<project id>/<object
 id>``; its name, size and type live in the project database's ``storage``
-schema. That schema belongs to the control plane: no project role has a grant
-on it, so user SQL cannot bend the quota or point a row at another blob, and
-the access rules are enforced here rather than by row-level security:
+schema. That schema belongs to the control plane and no project role has a
+grant on it, so user SQL cannot bend the quota or point a row at another blob.
+The access rules are therefore enforced here rather than by row-level security:
 
 - the project's secret key (``service_role``) may do everything;
 - with a publishable key, anyone may read (download, inspect, list, sign) the
@@ -160,7 +160,7 @@ class ListEntry:
 
 @dataclass(frozen=True)
 class Caller:
-    """Who acts on storage: ``service_role``, an ``authenticated`` end user, or ``anon``."""
+    """The actor of a storage request: ``service_role``, an ``authenticated`` user, or ``anon``."""
 
     role: Literal["service_role", "authenticated", "anon"]
     user_id: UUID | None = None
@@ -177,27 +177,28 @@ class Caller:
     def check_read(self, bucket: Bucket, name: str) -> None:
         if self.role == "service_role" or bucket.public or self.owns(name):
             return
-        raise self.refusal("read", bucket, name)
+        raise self.denied("read", bucket, name)
 
     def check_write(self, bucket: Bucket, name: str) -> None:
         if self.role == "service_role" or self.owns(name):
             return
-        raise self.refusal("write", bucket, name)
+        raise self.denied("write", bucket, name)
 
     def check_manage(self, action: str) -> None:
         if self.role != "service_role":
             raise Forbidden(f"only the project's secret key may {action}", code="forbidden")
 
-    def refusal(self, verb: str, bucket: Bucket, name: str) -> Forbidden:
+    def denied(self, verb: str, bucket: Bucket, name: str) -> Forbidden:
+        """Build the 403 for an access that the rules do not allow."""
         if self.folder is None:
-            who = "an anonymous caller"
+            actor = "an anonymous caller"
             rule = "sign in to reach your own folder, or use the secret key"
         else:
-            who = "this user"
+            actor = "this user"
             rule = f"an end user may only {verb} objects under {self.folder!r}"
         kind = "public" if bucket.public else "private"
         return Forbidden(
-            f"{who} may not {verb} {name[:200]!r} in the {kind} bucket {bucket.id!r}: {rule}",
+            f"{actor} may not {verb} {name[:200]!r} in the {kind} bucket {bucket.id!r}: {rule}",
             code="access_denied",
         )
 
@@ -644,7 +645,7 @@ async def list_folder(
         bucket = await _bucket(conn, bucket_id)
         visible = "" if caller.role == "service_role" or bucket.public else caller.folder
         if visible is None:
-            raise caller.refusal("list", bucket, prefix or "/")
+            raise caller.denied("list", bucket, prefix or "/")
         query = sql.SQL(
             """
             WITH below AS (
