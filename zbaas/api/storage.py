@@ -54,6 +54,8 @@ class ObjectPath(Convertor[str]):
 
 register_url_convertor("objectpath", ObjectPath())
 
+# NOTE: not served: resumable (TUS) uploads, image transforms (/render/image),
+# list-v2, and the x-metadata header of raw uploads.
 router = APIRouter(prefix="/storage/v1", tags=["storage"], responses=ERRORS)
 
 ADMIN_UPLOAD = re.compile(r"^/projects/[^/]+/storage/objects/[^/]+/.+$")

@@ -68,10 +68,10 @@ SORT_COLUMNS = ("name", "created_at", "updated_at", "last_accessed_at")
 DELETE_BATCH = 1000
 
 SCHEMA_SETUP = """
-CREATE SCHEMA storage;
+CREATE SCHEMA IF NOT EXISTS storage;
 REVOKE ALL ON SCHEMA storage FROM PUBLIC;
 
-CREATE TABLE storage.buckets (
+CREATE TABLE IF NOT EXISTS storage.buckets (
     id text COLLATE "C" PRIMARY KEY,
     name text COLLATE "C" NOT NULL UNIQUE,
     owner uuid,
@@ -86,7 +86,7 @@ CREATE TABLE storage.buckets (
 -- an object gives it a new id, so a reader of the old blob is never cut short by
 -- the writer. "C" collation makes names sort byte-wise and prefix searches
 -- use the unique index.
-CREATE TABLE storage.objects (
+CREATE TABLE IF NOT EXISTS storage.objects (
     id uuid PRIMARY KEY,
     bucket_id text COLLATE "C" NOT NULL REFERENCES storage.buckets (id),
     name text COLLATE "C" NOT NULL,
@@ -98,6 +98,7 @@ CREATE TABLE storage.objects (
     user_metadata jsonb,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
+    -- Set by writes only, so that a download costs no write.
     last_accessed_at timestamptz NOT NULL DEFAULT now(),
     UNIQUE (bucket_id, name)
 );
@@ -214,10 +215,14 @@ def blob_key(project: Project, object_id: UUID) -> str:
 
 
 async def prepare_schema(conn: psycopg.AsyncConnection) -> None:
-    """Create the ``storage`` schema and the ``default`` bucket, in the caller's transaction."""
+    """Create the ``storage`` schema and the ``default`` bucket, in the caller's transaction.
+
+    Running it again changes nothing.
+    """
     await conn.execute(SCHEMA_SETUP)
     await conn.execute(
-        "INSERT INTO storage.buckets (id, name) VALUES (%s, %s)", (DEFAULT_BUCKET,) * 2
+        "INSERT INTO storage.buckets (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+        (DEFAULT_BUCKET,) * 2,
     )
 
 
