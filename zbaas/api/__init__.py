@@ -22,6 +22,8 @@ def routers() -> list[APIRouter]:
         rest,
         rls,
         search,
+        storage,
+        storage_admin,
     )
 
     # Starlette tries routes in order, so the data API, the busiest by far, goes first.
@@ -41,4 +43,6 @@ def routers() -> list[APIRouter]:
         branches.router,
         health_report.router,
         endusers.router,
+        storage.router,
+        storage_admin.router,
     ]
