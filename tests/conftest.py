@@ -246,19 +246,24 @@ STORAGE_QUOTA_BYTES = 48 * 1024 * 1024
 STORAGE_FILE_SIZE_LIMIT = 32 * 1024 * 1024
 
 
-@pytest.fixture(scope="session")
-def storage_settings(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+@pytest.fixture(scope="session", params=["local", "s3"])
+def storage_settings(
+    request: pytest.FixtureRequest, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
     """Settings of the server the storage tests run against, and the one place to choose them.
 
-    ``storage_backend="s3"`` with the ``s3_*`` settings runs the same tests on S3.
+    Every storage test runs twice: on the local folder backend and on S3 (moto).
     """
+    backend: dict[str, Any] = {"storage_backend": "local"}
+    if request.param == "s3":
+        backend = s3_settings(request.getfixturevalue("s3_server"))
     return settings.model_copy(
         update={
             "control_database": f"zbaas_test_{secrets.token_hex(6)}",
             "data_dir": tmp_path_factory.mktemp("storage-data"),
-            "storage_backend": "local",
             "storage_quota_bytes": STORAGE_QUOTA_BYTES,
             "storage_file_size_limit": STORAGE_FILE_SIZE_LIMIT,
+            **backend,
         }
     )
 
