@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import pytest
 
 from tests.conftest import s3_settings
 from zbaas.config import Settings
+from zbaas.errors import ServiceUnavailable
 from zbaas.storage import s3
 from zbaas.storage.backend import (
     READ_CHUNK_BYTES,
@@ -537,3 +539,24 @@ def test_s3_from_settings_needs_both_credentials() -> None:
 def test_s3_part_size_below_minimum_rejected() -> None:
     with pytest.raises(ValueError, match="part_bytes"):
         S3Backend("bucket", endpoint_url="http://127.0.0.1:9", part_bytes=MIB)
+
+
+async def test_unreachable_store_is_503() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # Nothing listens on the port once the socket is closed.
+    backend = S3Backend(
+        "zbaas-down",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region="us-east-1",
+        access_key_id="zbaas-test",
+        secret_access_key="zbaas-test-secret",
+    )
+    try:
+        with pytest.raises(ServiceUnavailable) as raised:
+            await write(backend, key(), b"x")
+        assert raised.value.status == 503
+        assert raised.value.code == "storage_unavailable"
+    finally:
+        await backend.close()

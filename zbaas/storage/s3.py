@@ -28,8 +28,9 @@ import anyio.to_thread
 import boto3
 from botocore.client import BaseClient
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
+from zbaas.errors import ServiceUnavailable
 from zbaas.storage.backend import READ_CHUNK_BYTES, BlobNotFound, BlobTooLarge, StoredBlob
 
 if TYPE_CHECKING:
@@ -210,7 +211,16 @@ class S3Backend:
         await anyio.to_thread.run_sync(self._client.close)
 
     async def _run(self, func: Callable[..., T], *args: Any) -> T:
-        return await anyio.to_thread.run_sync(self._call, func, *args)
+        try:
+            return await anyio.to_thread.run_sync(self._call, func, *args)
+        except (BotoCoreError, ClientError) as error:
+            if isinstance(error, ClientError) and not _is_server_error(error):
+                raise
+            # The store is down or unreachable: the client gets 503 and may retry.
+            logger.error("S3 request to bucket %s failed: %s", self.bucket, error)
+            raise ServiceUnavailable(
+                "object storage is unavailable; try again later", code="storage_unavailable"
+            ) from None
 
     # The methods below run in a worker thread.
 
@@ -355,6 +365,11 @@ def _abort(client: BaseClient, bucket: str, key: str, upload_id: str) -> None:
         # The upload is already completed or aborted, so nothing is left to free.
         if _error_code(error) != "NoSuchUpload":
             raise
+
+
+def _is_server_error(error: ClientError) -> bool:
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return int(status) >= 500
 
 
 def _error_code(error: ClientError) -> str:
