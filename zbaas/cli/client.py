@@ -28,7 +28,15 @@ DEFAULT_TIMEOUT_SECONDS = 600.0
 
 
 def segment(value: str) -> str:
-    """One path segment, percent-encoded so that a name cannot reach another endpoint."""
+    """Percent-encode one path segment, so that no name can address another endpoint.
+
+    httpx drops '.' and '..' segments from a URL, which would turn
+    ``/projects/{id}/branches/..`` into ``/projects/{id}``; their dots are encoded.
+    """
+    if not value:
+        raise CliError("a name must not be empty", exit_code=2)
+    if value in (".", ".."):
+        return value.replace(".", "%2E")
     return quote(value, safe="")
 
 

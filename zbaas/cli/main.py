@@ -13,7 +13,22 @@ from typing import Any
 import typer
 
 from zbaas import __version__
-from zbaas.cli import auth, keys, output, projects, serve
+from zbaas.cli import (
+    auth,
+    backup,
+    branches,
+    extensions,
+    health,
+    indexes,
+    keys,
+    migrations,
+    output,
+    policies,
+    projects,
+    rls,
+    search,
+    serve,
+)
 from zbaas.cli.errors import CliError
 
 HELP = (
@@ -71,6 +86,15 @@ app.command()(auth.login)
 app.command()(auth.logout)
 app.add_typer(projects.app, name="projects")
 app.add_typer(keys.app, name="keys")
+app.add_typer(migrations.app, name="migrations")
+app.add_typer(rls.app, name="rls")
+app.add_typer(policies.app, name="policies")
+app.add_typer(extensions.app, name="extensions")
+app.add_typer(indexes.app, name="indexes")
+app.command("search")(search.search)
+app.command("backup")(backup.backup)
+app.add_typer(branches.app, name="branches")
+app.command("health")(health.health)
 app.command("serve")(serve.serve)
 
 

@@ -16,6 +16,7 @@ import httpx
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from zbaas.cli.errors import ApiError, CliError
 
@@ -67,6 +68,16 @@ def when(timestamp: str | None) -> str:
     return timestamp[:19].replace("T", " ") if timestamp else ""
 
 
+def size(byte_count: float) -> str:
+    """A byte count in binary units as people read it: '1.5 MB'."""
+    units = ("B", "kB", "MB", "GB", "TB")
+    value, index = float(byte_count), 0
+    while value >= 1024 and index < len(units) - 1:
+        value /= 1024
+        index += 1
+    return f"{value:.0f} {units[index]}" if index == 0 else f"{value:.1f} {units[index]}"
+
+
 def cell(value: Any) -> str:
     if value is None:
         return ""
@@ -85,6 +96,7 @@ def table(
     *,
     title: str | None = None,
     empty: str = "Nothing to show.",
+    console: Console | None = None,
 ) -> None:
     rows = list(rows)
     if not rows:
@@ -95,8 +107,8 @@ def table(
         # Fold rather than cut long cells, so that no id or name loses characters.
         grid.add_column(column, overflow="fold")
     for row in rows:
-        grid.add_row(*(v if isinstance(v, Table) else escape(cell(v)) for v in row))
-    stdout.print(grid)
+        grid.add_row(*(v if isinstance(v, Text) else escape(cell(v)) for v in row))
+    (console or stdout).print(grid)
 
 
 def fields(pairs: Iterable[tuple[str, Any]]) -> None:
@@ -115,18 +127,25 @@ def severity(text: str) -> str:
     return f"[{style}]{escape(text)}[/{style}]" if style else escape(text)
 
 
+def _compact(value: Any) -> str:
+    """A detail value on one line: a record as 'key=value ...', text as it is."""
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items() if v is not None)
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def _detail_lines(details: Any) -> list[str]:
-    if isinstance(details, list):
-        lines = []
-        for item in details:
-            if isinstance(item, dict) and "message" in item:
-                where = item.get("field") or ""
-                lines.append(f"{where}: {item['message']}" if where else str(item["message"]))
-            else:
-                lines.append(json.dumps(item) if not isinstance(item, str) else item)
-        return lines
     if isinstance(details, dict):
-        return [f"{k}: {v if isinstance(v, str) else json.dumps(v)}" for k, v in details.items()]
+        lines = []
+        for key, value in details.items():
+            if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+                lines.append(f"{key}:")
+                lines.extend(f"  {_compact(item)}" for item in value)
+            else:
+                lines.append(f"{key}: {_compact(value)}")
+        return lines
+    if isinstance(details, list):
+        return [_compact(item) for item in details]
     return [] if details is None else [str(details)]
 
 
