@@ -18,7 +18,7 @@ from zbaas.cli.common import JsonOpt, ProjectOpt, is_uuid, project_path
 from zbaas.cli.errors import CliError
 
 app = typer.Typer(
-    help="Write, list, apply and roll back a project's migrations.", no_args_is_help=True
+    help="Write, list, apply, roll back and delete a project's migrations.", no_args_is_help=True
 )
 
 UP_MARK = "-- zbaas:up"
@@ -61,12 +61,20 @@ def _editor() -> list[str]:
 
 
 def split_template(text: str) -> tuple[str, str | None]:
-    """Return (up SQL, down SQL or None) from an edited template."""
-    if UP_MARK not in text:
+    """Return (up SQL, down SQL or None) from an edited template.
+
+    The marks count only as whole lines, so the instructions above them may name them.
+    """
+    lines = [line.rstrip() for line in text.splitlines()]
+    if UP_MARK not in lines:
         raise CliError(f"the line {UP_MARK!r} is missing from the edited file", exit_code=2)
-    body = text.split(UP_MARK, 1)[1]
-    up_sql, _, down_sql = body.partition(DOWN_MARK)
-    return up_sql.strip(), down_sql.strip() or None
+    body = lines[lines.index(UP_MARK) + 1 :]
+    if DOWN_MARK in body:
+        split = body.index(DOWN_MARK)
+        up_lines, down_lines = body[:split], body[split + 1 :]
+    else:
+        up_lines, down_lines = body, []
+    return "\n".join(up_lines).strip(), "\n".join(down_lines).strip() or None
 
 
 def _edit(name: str) -> tuple[str, str | None, Path]:
@@ -235,3 +243,20 @@ def down(
             migration_id = _migration_id(api, base, migration)
         response = api.post(f"{base}/{migration_id}/down")
     output.show(response, as_json, _render_state)
+
+
+@app.command()
+def delete(
+    migration: Annotated[
+        str, typer.Argument(help="Pending migration by id, version number or name.")
+    ],
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete a pending migration, such as one that failed; an applied one stays."""
+    with Api.from_environment() as api:
+        base = project_path(api, project, "database", "migrations")
+        migration_id = _migration_id(api, base, migration)
+        api.delete(f"{base}/{migration_id}")
+    if not as_json:
+        output.done(f"Deleted migration {migration}.")
