@@ -187,3 +187,36 @@ def secret_key(client: httpx.Client, user: dict[str, Any], project: dict[str, An
 @pytest.fixture
 def data_dir(settings: Settings) -> Path:
     return settings.data_dir
+
+
+# Quota and default object size limit of the storage tests' server: small enough
+# that tests can fill them, larger than the 10 MiB cap on other request bodies.
+STORAGE_QUOTA_BYTES = 48 * 1024 * 1024
+STORAGE_FILE_SIZE_LIMIT = 32 * 1024 * 1024
+
+
+@pytest.fixture(scope="session")
+def storage_settings(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings of the server the storage tests run against, and the one place to choose them.
+
+    ``storage_backend="s3"`` with the ``s3_*`` settings runs the same tests on S3.
+    """
+    return settings.model_copy(
+        update={
+            "control_database": f"zbaas_test_{secrets.token_hex(6)}",
+            "data_dir": tmp_path_factory.mktemp("storage-data"),
+            "storage_backend": "local",
+            "storage_quota_bytes": STORAGE_QUOTA_BYTES,
+            "storage_file_size_limit": STORAGE_FILE_SIZE_LIMIT,
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def storage_api(storage_settings: Settings, server_url: str) -> Iterator[ThreadedServer]:
+    """A server of its own for the storage tests, built from ``storage_settings``."""
+    server = ThreadedServer(storage_settings)
+    server.start()
+    yield server
+    server.stop()
+    drop_leftovers(server_url, storage_settings.control_database)

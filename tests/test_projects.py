@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -114,6 +113,7 @@ def test_delete_project_leaves_nothing(
         headers=user["headers"],
     ).json()
     storage = settings.data_dir / "storage" / created["id"]
+    storage.mkdir(parents=True, exist_ok=True)
     (storage / "file.txt").write_text("data")
     roles_before = _zbaas_roles(server_url, settings)
     with connect(server_url, created["db_name"]) as open_conn:
@@ -310,5 +310,10 @@ def test_owner_role_is_isolated(
             client.delete(f"/projects/{item['id']}", headers=user["headers"])
 
 
-def test_storage_folder_created(project: dict[str, Any], data_dir: Path) -> None:
-    assert (data_dir / "storage" / project["id"]).is_dir()
+def test_project_gets_default_bucket(
+    client: httpx.Client, user: dict[str, Any], project: dict[str, Any]
+) -> None:
+    response = client.get(f"/projects/{project['id']}/storage/buckets", headers=user["headers"])
+
+    assert response.status_code == 200
+    assert [bucket["id"] for bucket in response.json()] == ["default"]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from fastapi import FastAPI, Request
@@ -26,6 +27,8 @@ from zbaas.platform.security import SecretBox, TokenSigner
 from zbaas.postgres import server
 from zbaas.postgres.embedded import EmbeddedPostgres, lock_data_dir
 from zbaas.postgres.pools import Pools
+from zbaas.storage import open_backend
+from zbaas.storage.backend import Backend
 
 logger = logging.getLogger("zbaas.api")
 
@@ -39,6 +42,9 @@ class Services:
     box: SecretBox
     signer: TokenSigner
     storage_root: Path
+    storage: Backend
+    # Projects whose ``storage`` schema this process has checked (see tenant.storage).
+    storage_ready: set[UUID] = field(default_factory=set)
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -82,26 +88,48 @@ async def start_services(
         raise
 
     secret = settings.resolved_secret_key
+    storage_root = settings.data_dir / "storage"
+    storage_root.mkdir(parents=True, exist_ok=True)
+    try:
+        storage = open_backend(settings, storage_root)
+    except BaseException:
+        await pools.close()
+        if embedded is not None:
+            embedded.stop()
+        raise
     services = Services(
         settings=settings,
         pools=pools,
         box=SecretBox(secret),
         signer=TokenSigner(secret, settings.access_token_ttl),
-        storage_root=settings.data_dir / "storage",
+        storage_root=storage_root,
+        storage=storage,
     )
-    services.storage_root.mkdir(parents=True, exist_ok=True)
     return services, embedded, lock
 
 
 class BodySizeLimit:
-    """Reject request bodies over the limit with 413 before the handler reads them."""
+    """Reject request bodies over the limit with 413 before the handler reads them.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    Requests for which ``exempt(method, path)`` is true pass uncapped: storage
+    uploads, which stream to the backend under their bucket's limit and the
+    project's quota instead.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        exempt: Callable[[str, str], bool] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (
+            self.exempt is not None and self.exempt(scope["method"], scope["path"])
+        ):
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
@@ -255,6 +283,7 @@ def create_app(settings: Settings | None = None, *, lock_held: bool = False) -> 
         try:
             yield
         finally:
+            await services.storage.close()
             await services.pools.close()
             if embedded is not None:
                 embedded.stop()
@@ -269,10 +298,10 @@ def create_app(settings: Settings | None = None, *, lock_held: bool = False) -> 
     )
     install_error_handlers(app)
 
-    app.add_middleware(RequestId)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    from zbaas.api import routers, storage
 
-    from zbaas.api import routers
+    app.add_middleware(RequestId)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, exempt=storage.is_upload)
 
     for router in routers():
         app.include_router(router)

@@ -22,6 +22,8 @@ def routers() -> list[APIRouter]:
         rest,
         rls,
         search,
+        storage,
+        storage_admin,
     )
 
     return [
@@ -40,4 +42,6 @@ def routers() -> list[APIRouter]:
         health_report.router,
         endusers.router,
         rest.router,
+        storage.router,
+        storage_admin.router,
     ]

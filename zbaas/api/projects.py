@@ -27,12 +27,11 @@ def _shape(project: projects.Project) -> ProjectResponse:
 async def create_project(
     body: ProjectCreate, org: OrgDep, conn: ControlConn, services: ServicesDep
 ) -> ProjectResponse:
-    """Create a project and provision its database, roles and ``auth`` schema."""
+    """Create a project: its database, roles, ``auth`` schema and ``default`` bucket."""
     project = await projects.create(
         conn,
         services.pools,
         services.box,
-        services.storage_root,
         org.id,
         body.name,
         body.slug,
@@ -72,5 +71,5 @@ async def update_project(
 async def delete_project(access: ProjectDep, conn: ControlConn, services: ServicesDep) -> Response:
     """Drop the database and roles, purge storage and remove keys and all rows."""
     access.require_manager("delete projects")
-    await projects.delete(conn, services.pools, services.storage_root, access.project)
+    await projects.delete(conn, services.pools, services.storage, access.project)
     return Response(status_code=204)

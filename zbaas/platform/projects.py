@@ -5,11 +5,9 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-import shutil
 import string
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from uuid import UUID
 
 import psycopg
@@ -18,6 +16,7 @@ from psycopg.rows import class_row
 from zbaas.errors import Conflict, InvalidInput, NotFound
 from zbaas.platform.security import SecretBox
 from zbaas.postgres.pools import Pools
+from zbaas.storage.backend import Backend
 from zbaas.tenant import branches, provisioning
 
 logger = logging.getLogger("zbaas.platform")
@@ -85,7 +84,6 @@ async def create(
     conn: psycopg.AsyncConnection,
     pools: Pools,
     box: SecretBox,
-    storage_root: Path,
     org_id: str,
     name: str,
     slug: str,
@@ -141,13 +139,11 @@ async def create(
         # loaded one are not built yet.
         await provisioning.create_project_database(pools, db_name, roles)
         provisioned = True
-        (storage_root / str(project.id)).mkdir(parents=True, exist_ok=True)
         await conn.execute("UPDATE projects SET status = 'active' WHERE id = %s", (project.id,))
     except BaseException as exc:
         logger.warning("creating project %s failed; removing what was created", project.id)
         if provisioned:
             await provisioning.drop_project_database(pools, db_name, [authenticator, owner])
-        shutil.rmtree(storage_root / str(project.id), ignore_errors=True)
         await conn.execute("DELETE FROM projects WHERE id = %s", (project.id,))
         if isinstance(exc, psycopg.errors.DuplicateDatabase):
             raise Conflict(
@@ -210,9 +206,12 @@ async def update(
 
 
 async def delete(
-    conn: psycopg.AsyncConnection, pools: Pools, storage_root: Path, project: Project
+    conn: psycopg.AsyncConnection, pools: Pools, storage: Backend, project: Project
 ) -> None:
     """Drop the branches, the database and roles, purge storage, then remove keys and the row.
+
+    Every blob of the project is deleted, whichever bucket held it: blob keys
+    start with the project id.
 
     The row is marked ``deleting`` first, so a concurrent second DELETE gets 404
     and requests stop resolving the project while its database goes away.
@@ -228,6 +227,6 @@ async def delete(
     await provisioning.drop_project_database(
         pools, project.db_name, [project.authenticator_role, project.owner_role]
     )
-    shutil.rmtree(storage_root / str(project.id), ignore_errors=True)
+    await storage.delete_prefix(f"{project.id}/")
     await conn.execute("DELETE FROM projects WHERE id = %s", (project.id,))
     logger.info("project %s deleted with database %s", project.id, project.db_name)

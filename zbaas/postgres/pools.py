@@ -76,9 +76,15 @@ class Pools:
         finally:
             await conn.close()
 
-    async def tenant(self, dbname: str, user: str, password: str) -> AsyncConnectionPool:
-        """Return the pool for ``user`` on ``dbname``, opening it on first use."""
-        key = (dbname, user)
+    async def tenant(
+        self, dbname: str, user: str | None = None, password: str | None = None
+    ) -> AsyncConnectionPool:
+        """Return the pool for ``user`` on ``dbname``, opening it on first use.
+
+        Without a user the pool connects as the server's superuser.
+        """
+        # No role is named "", so the superuser's pool cannot clash with a role's.
+        key = (dbname, user or "")
         now = time.monotonic()
         entry = self._tenant.get(key)
         if entry is not None:
@@ -95,7 +101,7 @@ class Pools:
                     max_idle=self.settings.tenant_pool_max_idle,
                     kwargs={"autocommit": True, "row_factory": dict_row},
                     open=False,
-                    name=f"{dbname}:{user}",
+                    name=f"{dbname}:{user or 'superuser'}",
                 )
                 await pool.open()
                 entry = (pool, now)

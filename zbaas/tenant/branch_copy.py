@@ -234,6 +234,8 @@ async def dump_and_restore(
         "--no-publications",
         "--no-subscriptions",
         "--no-tablespaces",
+        # NOTE: the storage schema is left out with the other managed ones, so a
+        # branch starts with only an empty "default" bucket: objects are not copied.
         *(f"--exclude-schema={schema}" for schema in sorted(schema_diff.MANAGED_SCHEMAS)),
     ]
     if not with_data:

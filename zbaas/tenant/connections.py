@@ -45,3 +45,17 @@ async def as_superuser(
     """Yield an unpooled superuser connection, for control-plane work the owner may not do."""
     async with services.pools.admin(project.db_name) as conn:
         yield conn
+
+
+@asynccontextmanager
+async def as_platform(
+    services: Services, project: Project
+) -> AsyncIterator[psycopg.AsyncConnection]:
+    """Yield a pooled autocommit superuser connection (dict rows).
+
+    For frequent control-plane work on tables that no project role may touch,
+    such as storage metadata; the pool closes its connections when idle.
+    """
+    pool = await services.pools.tenant(project.db_name)
+    async with pool.connection() as conn:
+        yield conn

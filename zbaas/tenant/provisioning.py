@@ -1,4 +1,4 @@
-"""Create and drop a project database with its roles, grants and ``auth`` schema.
+"""Create and drop a project database with its roles, grants, ``auth`` and ``storage`` schemas.
 
 Each project gets an owner role (LOGIN) that owns its objects and runs its SQL,
 and an authenticator role (LOGIN, NOINHERIT) that the data API connects as and
@@ -184,11 +184,13 @@ async def _create(pools: Pools, db_name: str, roles: ProjectRoles, done: Provisi
 
     async with pools.admin(db_name) as conn, conn.transaction():
         await conn.execute(sql.SQL(DATABASE_SETUP).format(owner=sql.Identifier(roles.owner)))
-        # Imported here because the extensions module depends on the projects module,
-        # which depends on this one.
+        # Imported here because the extensions and storage modules depend on the
+        # projects module, which depends on this one.
+        from zbaas.tenant import storage
         from zbaas.tenant.extensions import prepare_schema
 
         await prepare_schema(conn, db_name, roles.owner)
+        await storage.prepare_schema(conn)
 
 
 async def _undo(pools: Pools, done: Provisioned) -> None:

@@ -30,7 +30,7 @@ from results.schemainspect import PostgreSQL, SchemaDefinition
 
 # Schemas that the control plane creates and manages in every project and
 # branch database; they are set up by provisioning, never diffed or merged.
-MANAGED_SCHEMAS = frozenset({"auth", "zbaas_meta"})
+MANAGED_SCHEMAS = frozenset({"auth", "storage", "zbaas_meta"})
 
 # NOTE: grants are not compared or merged: a table created by a merge gets the
 # parent's default privileges, but a GRANT or REVOKE made on a branch stays there.
