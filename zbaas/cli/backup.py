@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import time
-from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Annotated
+from typing import Annotated
 
 import typer
-from rich.progress import (
-    Progress,
-    ProgressColumn,
-    SpinnerColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.text import Text
 
 from zbaas.cli import output
 from zbaas.cli.client import Api
 from zbaas.cli.common import JsonOpt, ProjectOpt, project_path
-from zbaas.cli.errors import CliError
-
-CHUNK_BYTES = 256 * 1024
+from zbaas.cli.transfer import CHUNK_BYTES, check_writable, copy_stream, save_download
 
 
 class DumpFormat(StrEnum):
@@ -39,78 +26,6 @@ def attachment_name(disposition: str | None) -> str | None:
     """The file name of a Content-Disposition header, without any folder part."""
     match = re.search(r'filename="([^"/\\]+)"', disposition or "")
     return match.group(1) if match else None
-
-
-class BytesColumn(ProgressColumn):
-    """Bytes transferred so far; the total of a pg_dump stream is not known in advance."""
-
-    def render(self, task: Task) -> Text:
-        return Text(output.size(task.completed), style="progress.download")
-
-
-class SpeedColumn(ProgressColumn):
-    """Bytes per second: rich's recent-window speed, else the average since the start."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        if not speed and task.elapsed:
-            speed = task.completed / task.elapsed
-        return Text(f"{output.size(speed or 0)}/s", style="progress.data.speed")
-
-
-def progress_bar() -> Progress:
-    """Bytes so far, bytes per second and elapsed time, on stderr."""
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BytesColumn(),
-        SpeedColumn(),
-        TimeElapsedColumn(),
-        console=output.stderr,
-        transient=False,
-    )
-
-
-def copy_stream(
-    chunks: Iterable[bytes], target: IO[bytes], description: str, total: int | None
-) -> int:
-    """Write ``chunks`` to ``target`` under a progress bar; return the byte count."""
-    written = 0
-    with progress_bar() as progress:
-        task = progress.add_task(description, total=total)
-        for chunk in chunks:
-            target.write(chunk)
-            written += len(chunk)
-            progress.update(task, completed=written)
-    return written
-
-
-def save_download(chunks: Iterable[bytes], destination: Path, total: int | None = None) -> int:
-    """Stream into a temporary file beside ``destination`` and move it there when complete.
-
-    A failed or interrupted download leaves no partial file, and an older file of the
-    same name stays as it was.
-    """
-    partial = destination.with_name(f".{destination.name}.part-{os.getpid()}")
-    try:
-        with partial.open("wb") as file:
-            written = copy_stream(chunks, file, destination.name, total)
-        partial.replace(destination)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise CliError(f"cannot write {destination}: {exc.strerror}") from None
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    return written
-
-
-def check_writable(destination: Path) -> None:
-    """Fail before the download when the file cannot be created."""
-    if destination.is_dir():
-        raise CliError(f"{destination} is a folder; give a file name", exit_code=2)
-    if not destination.parent.is_dir():
-        raise CliError(f"cannot write {destination}: the folder does not exist", exit_code=2)
 
 
 def backup(

@@ -28,6 +28,7 @@ from zbaas.cli import (
     rls,
     search,
     serve,
+    storage,
 )
 from zbaas.cli.errors import CliError
 
@@ -95,6 +96,7 @@ app.command("search")(search.search)
 app.command("backup")(backup.backup)
 app.add_typer(branches.app, name="branches")
 app.command("health")(health.health)
+app.add_typer(storage.app, name="storage")
 app.command("serve")(serve.serve)
 
 

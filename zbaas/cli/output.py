@@ -69,8 +69,8 @@ def when(timestamp: str | None) -> str:
 
 
 def size(byte_count: float) -> str:
-    """A byte count in binary units as people read it: '1.5 MB'."""
-    units = ("B", "kB", "MB", "GB", "TB")
+    """A byte count in binary units as people read it: '1.5 MiB'."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
     value, index = float(byte_count), 0
     while value >= 1024 and index < len(units) - 1:
         value /= 1024
