@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import typer
 
-from tests.clikit import Cli, create_project, delete_project, logged_in_cli, new_user
+from tests.clikit import ZBAAS, Cli, create_project, delete_project, logged_in_cli, new_user
 from tests.conftest import ThreadedServer, free_port
+from zbaas.cli.main import app
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,8 @@ def test_login_stores_credentials_with_private_modes(
     assert stat.S_IMODE(cli.config_dir.stat().st_mode) == 0o700
     assert stored["url"] == cli.url
     assert stored["email"] == user["email"]
-    assert stored["access_token"] and stored["refresh_token"]
+    assert stored["access_token"]
+    assert stored["refresh_token"]
 
 
 def test_login_prints_the_user(api: ThreadedServer, tmp_path: Path) -> None:
@@ -67,7 +71,7 @@ def test_login_with_wrong_password_fails(api: ThreadedServer, tmp_path: Path) ->
 
     result = cli.fails("login", "--email", user["email"], input="not the password\n")
 
-    assert "error: wrong email or password" in result.stderr
+    assert "error: invalid email or password (invalid_credentials)" in result.stderr
     assert not (cli.config_dir / "credentials.json").exists()
 
 
@@ -88,7 +92,7 @@ def test_login_with_bad_token_fails(api: ThreadedServer, tmp_path: Path) -> None
 
     result = cli.fails("login", "--token", "not-a-token")
 
-    assert "error: the server did not accept this token" in result.stderr
+    assert "error: the server rejected this token" in result.stderr
     assert not (cli.config_dir / "credentials.json").exists()
 
 
@@ -160,7 +164,7 @@ def test_expired_access_token_is_refreshed(api: ThreadedServer, tmp_path: Path) 
     path = cli.config_dir / "credentials.json"
     stored = json.loads(path.read_text())
     first_refresh = stored["refresh_token"]
-    # A token the server rejects stands in for an expired one.
+    # The server rejects this token just as it rejects an expired one.
     stored["access_token"] = "expired"
     path.write_text(json.dumps(stored))
 
@@ -170,6 +174,33 @@ def test_expired_access_token_is_refreshed(api: ThreadedServer, tmp_path: Path) 
     assert renewed["access_token"] != "expired"
     assert renewed["refresh_token"] != first_refresh
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_concurrent_commands_refresh_once(api: ThreadedServer, tmp_path: Path) -> None:
+    cli, _ = logged_in_cli(api, tmp_path)
+    path = cli.config_dir / "credentials.json"
+    stored = json.loads(path.read_text())
+    stored["access_token"] = "expired"
+    path.write_text(json.dumps(stored))
+
+    # Each process spending the same refresh token would end the session (reuse
+    # detection), so all of them must pass with the lock around the refresh.
+    processes = [
+        subprocess.Popen(
+            [str(ZBAAS), "projects", "list", "--json"],
+            env=cli.environment(),
+            cwd=cli.cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
+    results = [(p.wait(timeout=120), p.communicate()[1]) for p in processes]
+    after = cli.ok("projects", "list", "--json")
+
+    assert results == [(0, "")] * 6
+    assert after.json() == []
 
 
 def test_logout_ends_the_session_and_deletes_credentials(
@@ -189,11 +220,41 @@ def test_logout_ends_the_session_and_deletes_credentials(
     assert after.status_code == 401
 
 
-def test_help_says_what_options_set() -> None:
-    cli = Cli(Path("/nonexistent"), "http://127.0.0.1:9")
+def test_help_says_what_options_set(tmp_path: Path) -> None:
+    cli = Cli(tmp_path, f"http://127.0.0.1:{free_port()}")
 
     root = cli.ok("--help")
     login = cli.ok("login", "--help")
 
-    assert "ZBAAS_API_KEY" in root.stdout and "ZBAAS_URL" in root.stdout
+    assert "ZBAAS_API_KEY" in root.stdout
+    assert "ZBAAS_URL" in root.stdout
     assert "default: ZBAAS_URL" in login.stdout
+
+
+def _commands(group: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Every leaf command under a Typer group, by its full name."""
+    found = []
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            found += _commands(command, f"{prefix}{name} ")
+        else:
+            found.append((f"{prefix}{name}", command))
+    return found
+
+
+def test_every_command_has_json_and_help_on_each_option() -> None:
+    commands = _commands(typer.main.get_command(app))
+
+    without_json = [
+        name for name, command in commands if not any("--json" in p.opts for p in command.params)
+    ]
+    without_help = [
+        f"{name} {param.name}"
+        for name, command in commands
+        for param in command.params
+        if not getattr(param, "help", None)
+    ]
+
+    assert len(commands) > 35
+    assert without_json == ["serve"]
+    assert without_help == []

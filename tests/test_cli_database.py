@@ -47,7 +47,7 @@ def _migration(cli: Cli, name: str) -> dict[str, Any]:
 # --- migrations -----------------------------------------------------------------
 
 
-def test_migrations_new_up_and_down_by_version_and_name(session: Session) -> None:
+def test_migrations_up_and_down_by_reference(session: Session) -> None:
     cli, _ = session
     (cli.cwd / "drop_tags.sql").write_text("ALTER TABLE notes DROP COLUMN tags;")
 
@@ -69,7 +69,8 @@ def test_migrations_new_up_and_down_by_version_and_name(session: Session) -> Non
     cli.ok("migrations", "up")
 
     assert f"Migration {version} 'add_tags' is pending" in created.stdout
-    assert "create_notes" in pending.stdout and "add_tags" in pending.stdout
+    assert "create_notes" in pending.stdout
+    assert "add_tags" in pending.stdout
     assert f"Migration {version} 'add_tags' is applied" in applied.stdout
     assert f"Migration {version} 'add_tags' is pending" in rolled_back.stdout
     assert status_after == "pending"
@@ -141,7 +142,8 @@ def test_migrations_new_with_invalid_name_fails(session: Session) -> None:
 
     result = cli.fails("migrations", "new", "bad;name", "--up", "-", input="SELECT 1;")
 
-    assert "(validation_failed)" in result.stderr and "invalid migration name" in result.stderr
+    assert "(validation_failed)" in result.stderr
+    assert "invalid migration name" in result.stderr
 
 
 def test_migrations_new_opens_the_editor(session: Session, tmp_path: Path) -> None:
@@ -234,8 +236,10 @@ def test_policies_create_list_and_delete(session: Session) -> None:
     deleted = cli.ok("policies", "delete", "notes", "own/rows")
     after = cli.ok("policies", "list", "notes", "--json").json()
 
-    assert created["command"] == "SELECT" and created["roles"] == ["authenticated"]
-    assert "own/rows" in listed.stdout and "auth.uid()" in listed.stdout
+    assert created["command"] == "SELECT"
+    assert created["roles"] == ["authenticated"]
+    assert "own/rows" in listed.stdout
+    assert "auth.uid()" in listed.stdout
     assert "Dropped policy 'own/rows' on notes." in deleted.stdout
     assert after == []
 
@@ -256,7 +260,8 @@ def test_policies_delete_unknown_policy_fails(session: Session) -> None:
 
     result = cli.fails("policies", "delete", "notes", "nope")
 
-    assert "error:" in result.stderr and "nope" in result.stderr
+    assert "error:" in result.stderr
+    assert "nope" in result.stderr
 
 
 # --- extensions -------------------------------------------------------------------
@@ -270,8 +275,10 @@ def test_extensions_list_enable_and_disable(session: Session) -> None:
     everything = cli.ok("extensions", "list", "--json").json()
     disabled = cli.ok("extensions", "disable", "pg_trgm", "--cascade", "--json").json()
 
-    assert "Enabled pg_trgm" in enabled.stdout and "schema extensions" in enabled.stdout
-    assert "pg_trgm" in listed.stdout and "dblink" not in listed.stdout
+    assert "Enabled pg_trgm" in enabled.stdout
+    assert "schema extensions" in enabled.stdout
+    assert "pg_trgm" in listed.stdout
+    assert "dblink" not in listed.stdout
     assert any(e["name"] == "dblink" and not e["allowed"] for e in everything)
     assert disabled["enabled"] is False
 
@@ -297,8 +304,10 @@ def test_indexes_create_list_and_drop(session: Session) -> None:
     dropped = cli.ok("indexes", "drop", "notes_tb")
     after = [i["name"] for i in cli.ok("indexes", "list", "notes", "--json").json()]
 
-    assert created["columns"] == ["title", "body"] and created["valid"] is True
-    assert "notes_tb" in listed.stdout and "notes_pkey" in listed.stdout
+    assert created["columns"] == ["title", "body"]
+    assert created["valid"] is True
+    assert "notes_tb" in listed.stdout
+    assert "notes_pkey" in listed.stdout
     assert "Dropped index notes_tb." in dropped.stdout
     assert "notes_tb" not in after
 
@@ -308,7 +317,8 @@ def test_indexes_create_unknown_column_fails(session: Session) -> None:
 
     result = cli.fails("indexes", "create", "notes", "nope")
 
-    assert "error:" in result.stderr and "nope" in result.stderr
+    assert "error:" in result.stderr
+    assert "nope" in result.stderr
 
 
 def test_indexes_create_invalid_type_is_a_usage_error(session: Session) -> None:
@@ -352,10 +362,11 @@ def test_search_unknown_column_fails(session: Session) -> None:
 
     result = cli.fails("search", "notes", "milk", "-c", "nope")
 
-    assert "error:" in result.stderr and "nope" in result.stderr
+    assert "error:" in result.stderr
+    assert "nope" in result.stderr
 
 
-def test_search_limit_out_of_range_is_a_usage_error(session: Session) -> None:
+def test_search_limit_out_of_range(session: Session) -> None:
     cli, _ = session
 
     result = cli.fails("search", "notes", "milk", "-c", "body", "--limit", "0", code=2)

@@ -51,8 +51,10 @@ def test_backup_writes_the_file_with_progress(session: Session) -> None:
 
     assert "PostgreSQL database dump" in dump
     assert "CREATE TABLE public.posts" in dump
-    assert "Wrote " in result.stdout and "to plain.sql" in result.stdout
-    assert "plain.sql" in result.stderr and "/s" in result.stderr
+    assert "Wrote " in result.stdout
+    assert "to plain.sql" in result.stdout
+    assert "plain.sql" in result.stderr
+    assert "/s" in result.stderr
     assert not [p for p in cli.cwd.iterdir() if ".part-" in p.name]
 
 
@@ -75,7 +77,8 @@ def test_backup_default_name_and_schema_only(session: Session, tmp_path: Path) -
     (written,) = tmp_path.iterdir()
     dump = written.read_text()
 
-    assert written.name.startswith(project["slug"] + "-") and written.name.endswith(".sql")
+    assert written.name.startswith(project["slug"] + "-")
+    assert written.name.endswith(".sql")
     assert "CREATE TABLE public.posts" in dump
     assert "title 1" not in dump
 
@@ -143,7 +146,8 @@ def test_backup_cut_off_removes_the_partial_file(tmp_path: Path) -> None:
     finally:
         server.close()
 
-    assert "error: request to" in result.stderr and "failed" in result.stderr
+    assert "error: request to" in result.stderr
+    assert "failed" in result.stderr
     assert (cli.cwd / "keep.sql").read_text() == "older backup"
     assert sorted(p.name for p in cli.cwd.iterdir()) == ["keep.sql"]
 
@@ -181,9 +185,12 @@ def test_branches_create_list_diff_merge_and_delete(
     after = cli.ok("branches", "diff", "feature", "--json").json()
     deleted = cli.ok("branches", "delete", "feature")
 
-    assert created["name"] == "feature" and created["status"] == "active"
-    assert "feature" in listed.stdout and "schema only" in listed.stdout
-    assert "tags" in planned.stdout and "ADD COLUMN" in planned.stdout.upper()
+    assert created["name"] == "feature"
+    assert created["status"] == "active"
+    assert "feature" in listed.stdout
+    assert "schema only" in listed.stdout
+    assert "tags" in planned.stdout
+    assert "ADD COLUMN" in planned.stdout.upper()
     assert "Merged branch feature with 1 statements." in merged.stdout
     assert after["statements"] == []
     assert "Deleted branch feature." in deleted.stdout
@@ -198,14 +205,15 @@ def test_branches_destructive_merge_asks_first(
     owner = _branch_owner(settings, server_url, project["id"], "dropper")
     _run_in_branch(server_url, created["db_name"], owner, "ALTER TABLE posts DROP COLUMN body")
 
-    refused = cli.fails("branches", "merge", "dropper")
+    without_flag = cli.fails("branches", "merge", "dropper")
     declined = cli.fails("branches", "merge", "dropper", "--allow-destructive", input="n\n")
     planned = cli.ok("branches", "diff", "dropper", "--json").json()
     merged = cli.ok("branches", "merge", "dropper", "--allow-destructive", "--yes", "--json")
     cli.ok("branches", "delete", "dropper")
 
-    assert "(destructive_changes)" in refused.stderr
-    assert "drops a column" in declined.stderr and "cancelled" in declined.stderr
+    assert "(destructive_changes)" in without_flag.stderr
+    assert "drops a column" in declined.stderr
+    assert "cancelled" in declined.stderr
     assert [s["destructive"] for s in planned["statements"]] == [True]
     assert merged.json()["applied"][0]["destructive"] is True
 
@@ -219,7 +227,8 @@ def test_branches_invalid_and_unknown_names_fail(session: Session) -> None:
     still_there = cli.ok("projects", "get", project["slug"], "--json").json()
 
     assert "error:" in invalid.stderr
-    assert "error:" in unknown.stderr and "no-such-branch" in unknown.stderr
+    assert "error:" in unknown.stderr
+    assert "no-such-branch" in unknown.stderr
     assert "error:" in dots.stderr
     assert still_there["id"] == project["id"]
 

@@ -60,11 +60,12 @@ def test_list_shows_a_table_and_json(session: Session) -> None:
     table = cli.ok("projects", "list")
     as_json = cli.ok("projects", "list", "--json").json()
 
-    assert project["slug"] in table.stdout and project["id"] in table.stdout
+    assert project["slug"] in table.stdout
+    assert project["id"] in table.stdout
     assert [p["slug"] for p in as_json] == [project["slug"]]
 
 
-def test_get_by_slug_id_option_env_and_zbaas_toml(session: Session) -> None:
+def test_project_sources_name_the_same_project(session: Session) -> None:
     cli, _, project = session
     (cli.cwd / "zbaas.toml").write_text(f'project = "{project["slug"]}"\n')
 
@@ -108,7 +109,8 @@ def test_broken_zbaas_toml_is_reported(session: Session) -> None:
     finally:
         (cli.cwd / "zbaas.toml").unlink()
 
-    assert "zbaas.toml" in result.stderr and "error: cannot read" in result.stderr
+    assert "zbaas.toml" in result.stderr
+    assert "error: cannot read" in result.stderr
 
 
 def test_update_changes_name_and_description(session: Session) -> None:
@@ -129,17 +131,18 @@ def test_delete_asks_and_answering_no_keeps_the_project(session: Session) -> Non
     cli, _, _ = session
     project = create_project(cli)
 
-    refused = cli.fails("projects", "delete", project["slug"], input="n\n")
+    answered_no = cli.fails("projects", "delete", project["slug"], input="n\n")
     closed_stdin = cli.fails("projects", "delete", project["slug"], input="")
     still_there = cli.ok("projects", "get", project["slug"], "--json").json()
     deleted = cli.ok("projects", "delete", project["slug"], input="y\n")
-    gone = cli.fails("projects", "get", project["id"])
+    after_delete = cli.fails("projects", "get", project["id"])
 
-    assert "Delete project" in refused.stderr and "cancelled" in refused.stderr
+    assert "Delete project" in answered_no.stderr
+    assert "cancelled" in answered_no.stderr
     assert "cancelled" in closed_stdin.stderr
     assert still_there["id"] == project["id"]
     assert f"Deleted project {project['slug']}." in deleted.stdout
-    assert "(project_not_found)" in gone.stderr
+    assert "(project_not_found)" in after_delete.stderr
 
 
 def test_delete_with_yes_does_not_ask(session: Session) -> None:

@@ -27,14 +27,7 @@ def _read_line(prompt: str, *, secret: bool = False) -> str:
 def _login_with_password(api: Api, email: str | None) -> config.Credentials:
     email = email or _read_line("Email: ").strip()
     password = _read_line("Password: ", secret=True)
-    try:
-        tokens = api.post(
-            "/auth/login", json={"email": email, "password": password}, auth=False
-        ).json()
-    except ApiError as exc:
-        if exc.status == 401:
-            raise CliError("wrong email or password", code=exc.code) from None
-        raise
+    tokens = api.post("/auth/login", json={"email": email, "password": password}, auth=False).json()
     return config.Credentials(
         url=api.url,
         access_token=tokens["access_token"],
@@ -70,8 +63,8 @@ def login(
     target = config.normalize_url(url) if url else config.server_url(config.load_credentials())
     with Api(target) as api:
         if token is not None:
-            given = _read_line("Token: ", secret=True) if token == "-" else token
-            credentials = config.Credentials(url=api.url, access_token=given.strip())
+            plain_token = _read_line("Token: ", secret=True) if token == "-" else token
+            credentials = config.Credentials(url=api.url, access_token=plain_token.strip())
         else:
             credentials = _login_with_password(api, email)
         api.login = credentials
@@ -79,7 +72,9 @@ def login(
             me = api.get("/auth/me")
         except ApiError as exc:
             if exc.status == 401:
-                raise CliError("the server did not accept this token", code=exc.code) from None
+                raise CliError(
+                    f"the server rejected this token: {exc.message}", code=exc.code
+                ) from None
             raise
         credentials.email = me.json()["email"]
         path = config.save_credentials(credentials)

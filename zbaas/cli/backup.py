@@ -14,7 +14,7 @@ import typer
 from zbaas.cli import output
 from zbaas.cli.client import Api
 from zbaas.cli.common import JsonOpt, ProjectOpt, project_path
-from zbaas.cli.transfer import CHUNK_BYTES, check_writable, copy_stream, save_download
+from zbaas.cli.transfer import IDENTITY, body_chunks, check_writable, copy_stream, save_download
 
 
 class DumpFormat(StrEnum):
@@ -23,7 +23,7 @@ class DumpFormat(StrEnum):
 
 
 def attachment_name(disposition: str | None) -> str | None:
-    """The file name of a Content-Disposition header, without any folder part."""
+    """Return the file name of a Content-Disposition header, without any folder part."""
     match = re.search(r'filename="([^"/\\]+)"', disposition or "")
     return match.group(1) if match else None
 
@@ -62,8 +62,8 @@ def backup(
     params = {"format": dump_format.value, "schema_only": str(schema_only).lower()}
     with Api.from_environment() as api:
         path = project_path(api, project, "database", "backup")
-        with api.stream("POST", path, params=params) as response:
-            chunks = response.iter_bytes(CHUNK_BYTES)
+        with api.stream("POST", path, params=params, headers=IDENTITY) as response:
+            chunks = body_chunks(response)
             if str(output_file) == "-":
                 destination = None
                 written = copy_stream(chunks, sys.stdout.buffer, "backup", None)

@@ -44,10 +44,10 @@ def is_uuid(text: str) -> bool:
     return True
 
 
-def project_ref(given: str | None) -> str:
-    """The project named by ``--project``/``ZBAAS_PROJECT``, else by ``zbaas.toml``."""
-    if given:
-        return given
+def project_ref(project: str | None) -> str:
+    """Return the project named by ``--project``/``ZBAAS_PROJECT``, else by ``zbaas.toml``."""
+    if project:
+        return project
     from_file = config.project_file().get("project")
     if from_file:
         return str(from_file)
@@ -58,9 +58,9 @@ def project_ref(given: str | None) -> str:
     )
 
 
-def resolve_project(api: Api, given: str | None) -> str:
+def resolve_project(api: Api, project: str | None) -> str:
     """Return the project's id; a slug is looked up in the acting organization."""
-    ref = project_ref(given)
+    ref = project_ref(project)
     if is_uuid(ref):
         return ref
     if api.uses_api_key:
@@ -79,14 +79,14 @@ def resolve_project(api: Api, given: str | None) -> str:
         raise
 
 
-def project_path(api: Api, given: str | None, *parts: str) -> str:
-    """``/projects/{id}/<parts>`` for the chosen project, each part percent-encoded."""
+def project_path(api: Api, project: str | None, *parts: str) -> str:
+    """Return ``/projects/{id}/<parts>`` for the chosen project, each part percent-encoded."""
     tail = "".join(f"/{segment(part)}" for part in parts)
-    return f"/projects/{resolve_project(api, given)}{tail}"
+    return f"/projects/{resolve_project(api, project)}{tail}"
 
 
 def confirm(question: str, yes: bool) -> None:
-    """Ask before a destructive step; no answer (stdin closed, as in CI) means no."""
+    """Ask before a destructive step; an empty reply (stdin closed, as in CI) means no."""
     if yes:
         return
     sys.stderr.write(f"{question} [y/N]: ")

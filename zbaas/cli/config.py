@@ -1,4 +1,4 @@
-"""Where the CLI finds its server, its credentials and its default project.
+"""The server, credentials and default project of the CLI, and the places they come from.
 
 Environment variables win over the credentials file, which ``zbaas login``
 writes to ``$XDG_CONFIG_HOME/zbaas/credentials.json`` (default
@@ -52,7 +52,7 @@ def normalize_url(url: str) -> str:
 
 
 def env(name: str) -> str | None:
-    """An environment variable, with an empty value counting as unset."""
+    """Return an environment variable's value; an empty value counts as unset."""
     value = os.environ.get(name, "").strip()
     return value or None
 
@@ -84,7 +84,7 @@ def _private_dir() -> Path:
 
 
 def save_credentials(credentials: Credentials) -> Path:
-    """Write the file atomically; it is created 0600, so no other user ever reads it."""
+    """Write the file atomically; it is created 0600, so no other user can read it."""
     path = _private_dir() / CREDENTIALS_FILE
     temporary = path.with_name(f".{CREDENTIALS_FILE}.{os.getpid()}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -119,7 +119,7 @@ def credentials_lock() -> Iterator[None]:
 
 
 def server_url(stored: Credentials | None) -> str:
-    """``ZBAAS_URL``, else the URL of the stored login, else the local default."""
+    """Return ``ZBAAS_URL``, else the URL of the stored login, else the local default."""
     url = env("ZBAAS_URL")
     if url is not None:
         return normalize_url(url)
@@ -127,7 +127,7 @@ def server_url(stored: Credentials | None) -> str:
 
 
 def project_file(folder: Path | None = None) -> dict[str, Any]:
-    """The settings of ``zbaas.toml`` in the current folder, or nothing without one."""
+    """Read ``zbaas.toml`` in the current folder; return an empty dict when there is none."""
     path = (folder or Path.cwd()) / PROJECT_FILE
     try:
         with path.open("rb") as file:

@@ -51,7 +51,7 @@ def list_extensions(
 ) -> None:
     """List the extensions the server has and the allowed ones it lacks, with their status.
 
-    --json prints the whole list, whatever --enabled says.
+    --json prints the whole list and ignores --enabled.
     """
     with Api.from_environment() as api:
         response = api.get(project_path(api, project, "database", "extensions"))

@@ -58,14 +58,19 @@ def create(
     index_type: Annotated[IndexType, typer.Option("--type", help="Index method.")] = (
         IndexType.btree
     ),
-    unique: Annotated[bool, typer.Option(help="Refuse duplicate values.")] = False,
+    unique: Annotated[
+        bool, typer.Option(help="Make the index unique: a duplicate value is rejected.")
+    ] = False,
     name: Annotated[
         str | None,
         typer.Option(help="Index name: letters, digits and '_'; default: from table and columns."),
     ] = None,
     where: Annotated[
         str | None,
-        typer.Option(help="Partial-index predicate, one SQL expression such as 'done = false'."),
+        typer.Option(
+            help="Partial-index predicate, one SQL expression such as 'done = false'; "
+            "default: none, every row."
+        ),
     ] = None,
     opclass: Annotated[
         str | None,

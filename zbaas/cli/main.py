@@ -1,7 +1,7 @@
 """The ``zbaas`` command line: every API operation, and ``zbaas serve`` to run the API.
 
-Each command group lives in its own module; this one assembles them and turns
-errors into one ``error:`` line on stderr and a non-zero exit status.
+Each command group lives in its own module. This one assembles them, and turns
+errors into one ``error:`` line on stderr with a non-zero exit status.
 """
 
 from __future__ import annotations

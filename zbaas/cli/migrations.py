@@ -112,7 +112,10 @@ def new(
     name: Annotated[str, typer.Argument(help="Name: letters, digits, '_', '-', '.' and spaces.")],
     up: Annotated[
         Path | None,
-        typer.Option(help="File with the SQL that applies the change; '-' reads stdin."),
+        typer.Option(
+            help="File with the SQL that applies the change; '-' reads stdin. "
+            "Default: write both SQL texts in $EDITOR."
+        ),
     ] = None,
     down: Annotated[
         Path | None,
@@ -123,7 +126,7 @@ def new(
 ) -> None:
     """Create a pending migration from files, or in $EDITOR when --up is not given.
 
-    The server answers with squawk's warnings on the up SQL; they never block it.
+    The server returns squawk's warnings on the up SQL; they never block it.
     """
     edited = None
     if up is None:
@@ -176,7 +179,7 @@ def list_migrations(project: ProjectOpt = None, as_json: JsonOpt = False) -> Non
 
 
 def find_migration(migrations: list[dict[str, Any]], ref: str) -> dict[str, Any]:
-    """The migration whose id, version or name is ``ref``."""
+    """Return the migration whose id, version or name is ``ref``."""
     for migration in migrations:
         if ref in (migration["id"], str(migration["version"]), migration["name"]):
             return migration

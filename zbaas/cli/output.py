@@ -1,4 +1,4 @@
-"""What the CLI prints: tables for people, the API's JSON unchanged for scripts.
+"""Output of the CLI: tables for people, the API's JSON unchanged for scripts.
 
 Results go to stdout; errors, warnings and progress go to stderr, so that
 ``zbaas ... --json | jq`` reads only the response.
@@ -55,7 +55,7 @@ def print_json(value: Any) -> None:
 
 
 def done(message: str) -> None:
-    """A one-line result for people, such as 'Deleted project my-app.'."""
+    """Print a one-line result for people, such as 'Deleted project my-app.'."""
     stdout.print(escape(message), highlight=False, soft_wrap=True)
 
 
@@ -64,12 +64,12 @@ def warn(message: str) -> None:
 
 
 def when(timestamp: str | None) -> str:
-    """An API timestamp to the second, as people read it: '2026-01-31 14:05:09'."""
+    """Format an API timestamp to the second, as people read it: '2026-01-31 14:05:09'."""
     return timestamp[:19].replace("T", " ") if timestamp else ""
 
 
 def size(byte_count: float) -> str:
-    """A byte count in binary units as people read it: '1.5 MiB'."""
+    """Format a byte count in binary units as people read it: '1.5 MiB'."""
     units = ("B", "KiB", "MiB", "GiB", "TiB")
     value, index = float(byte_count), 0
     while value >= 1024 and index < len(units) - 1:
@@ -112,7 +112,7 @@ def table(
 
 
 def fields(pairs: Iterable[tuple[str, Any]]) -> None:
-    """One record as aligned 'name: value' lines."""
+    """Print one record as aligned name and value columns."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
@@ -121,14 +121,8 @@ def fields(pairs: Iterable[tuple[str, Any]]) -> None:
     stdout.print(grid)
 
 
-def severity(text: str) -> str:
-    """Rich markup of a severity or status word in its colour."""
-    style = SEVERITY_STYLES.get(text, "")
-    return f"[{style}]{escape(text)}[/{style}]" if style else escape(text)
-
-
 def _compact(value: Any) -> str:
-    """A detail value on one line: a record as 'key=value ...', text as it is."""
+    """Format a detail value on one line: a record as 'key=value ...', text as it is."""
     if isinstance(value, dict):
         return " ".join(f"{k}={v}" for k, v in value.items() if v is not None)
     return value if isinstance(value, str) else json.dumps(value)

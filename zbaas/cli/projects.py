@@ -37,7 +37,7 @@ def _org_headers(org: str | None) -> dict[str, str]:
 
 
 def slug_from_name(name: str) -> str:
-    """'My App 2' -> 'my-app-2': the server's slug rule, lowercase words joined by hyphens."""
+    """Make a slug such as 'my-app-2' from 'My App 2': lowercase words joined by hyphens."""
     return "-".join(re.findall(r"[a-z0-9]+", name.lower()))
 
 
@@ -65,7 +65,9 @@ def create(
             "database and cannot change. Default: made from the name.",
         ),
     ] = None,
-    description: Annotated[str, typer.Option(help="Free text, up to 2000 characters.")] = "",
+    description: Annotated[
+        str, typer.Option(help="Free text, up to 2000 characters; default: empty.")
+    ] = "",
     org: OrgOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -108,8 +110,10 @@ def get(project: ProjectArg = None, as_json: JsonOpt = False) -> None:
 @app.command()
 def update(
     project: ProjectArg = None,
-    name: Annotated[str | None, typer.Option(help="New display name.")] = None,
-    description: Annotated[str | None, typer.Option(help="New description.")] = None,
+    name: Annotated[str | None, typer.Option(help="New display name; default: unchanged.")] = None,
+    description: Annotated[
+        str | None, typer.Option(help="New description; default: unchanged.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Rename a project or change its description; the slug stays."""

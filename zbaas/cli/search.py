@@ -15,7 +15,7 @@ from zbaas.cli.common import JsonOpt, ProjectOpt, project_path
 
 
 def _highlighted(snippet: str) -> Text:
-    """ts_headline's <b>...</b> marks as bold text; everything else is shown as is."""
+    """Turn ts_headline's <b>...</b> marks into bold text; everything else is shown as is."""
     parts = re.split(r"(<b>.*?</b>)", snippet)
     markup = "".join(
         f"[bold]{escape(p[3:-4])}[/bold]" if p.startswith("<b>") else escape(p) for p in parts

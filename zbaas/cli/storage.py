@@ -18,7 +18,14 @@ from zbaas.cli import output
 from zbaas.cli.client import Api, segment
 from zbaas.cli.common import JsonOpt, ProjectOpt, project_path, resolve_project
 from zbaas.cli.errors import CliError
-from zbaas.cli.transfer import CHUNK_BYTES, check_writable, copy_stream, read_chunks, save_download
+from zbaas.cli.transfer import (
+    IDENTITY,
+    body_chunks,
+    check_writable,
+    copy_stream,
+    read_chunks,
+    save_download,
+)
 
 app = typer.Typer(
     help="Upload, download, list and delete a project's files (BUCKET/PATH).",
@@ -29,7 +36,7 @@ MAX_PAGE = 1000
 
 
 def split_target(target: str) -> tuple[str, str]:
-    """'avatars/2024/me.png' -> ('avatars', '2024/me.png'); the path may be empty."""
+    """Split 'avatars/2024/me.png' into ('avatars', '2024/me.png'); the path may be empty."""
     bucket, _, name = target.partition("/")
     if not bucket:
         raise CliError(f"invalid object {target!r}: write BUCKET/PATH", exit_code=2)
@@ -37,7 +44,7 @@ def split_target(target: str) -> tuple[str, str]:
 
 
 def object_path(project_id: str, bucket: str, name: str) -> str:
-    """The management path of one object; the name keeps its slashes as folders."""
+    """Return the management path of one object; the name keeps its slashes as folders."""
     if not name:
         raise CliError(
             f"no object path after the bucket {bucket!r}: write BUCKET/PATH", exit_code=2
@@ -47,7 +54,7 @@ def object_path(project_id: str, bucket: str, name: str) -> str:
 
 
 def _upload_name(source: Path, name: str) -> str:
-    """The object's name: the given path, or the file's name under a folder ending in '/'."""
+    """Return the object's name: the given path, or the file's name under a folder ending in '/'."""
     if name and not name.endswith("/"):
         return name
     if str(source) == "-":
@@ -131,10 +138,10 @@ def get(
     started = time.monotonic()
     with Api.from_environment() as api:
         path = object_path(resolve_project(api, project), bucket, name)
-        with api.stream("GET", path) as response:
+        with api.stream("GET", path, headers=IDENTITY) as response:
             length = response.headers.get("content-length")
             total = int(length) if length and length.isdigit() else None
-            chunks = response.iter_bytes(CHUNK_BYTES)
+            chunks = body_chunks(response)
             if destination is None:
                 written = copy_stream(chunks, sys.stdout.buffer, f"{bucket}/{name}", total)
             else:

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
+import httpx
 from rich.progress import (
     BarColumn,
     Progress,
@@ -21,7 +22,7 @@ from rich.text import Text
 from zbaas.cli import output
 from zbaas.cli.errors import CliError
 
-CHUNK_BYTES = 256 * 1024
+CHUNK_BYTES = 1024 * 1024
 
 
 class BytesColumn(ProgressColumn):
@@ -68,6 +69,18 @@ def copy_stream(
             written += len(chunk)
             progress.update(task, completed=written)
     return written
+
+
+# Downloads ask for the bytes as stored, so that they can be written as they arrive
+# without passing through httpx's decoders.
+IDENTITY = {"Accept-Encoding": "identity"}
+
+
+def body_chunks(response: httpx.Response) -> Iterator[bytes]:
+    """Yield a streamed response's body; raw unless the server encoded it anyway."""
+    if response.headers.get("content-encoding", "identity") == "identity":
+        return response.iter_raw()
+    return response.iter_bytes(CHUNK_BYTES)
 
 
 def check_writable(destination: Path) -> None:
