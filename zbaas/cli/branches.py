@@ -66,7 +66,7 @@ def create(
     as_json: JsonOpt = False,
 ) -> None:
     """Copy the project's database schema (and rows with --with-data) into a new branch."""
-    with Api.from_environment() as api:
+    with Api.from_environment() as api, output.waiting(f"Copying the database into {name}"):
         response = api.post(
             project_path(api, project, "branches"), json={"name": name, "with_data": with_data}
         )

@@ -101,7 +101,14 @@ class Api:
         org = config.env("ZBAAS_ORG")
         if org is not None:
             headers["X-Org-Id"] = org
-        self.http = httpx.Client(base_url=url, timeout=_timeout(), headers=headers)
+        # Requests go only to ``url`` and redirects are not followed, so a plain-HTTP
+        # server needs no certificate store, whose loading slows every command's start.
+        self.http = httpx.Client(
+            base_url=url,
+            timeout=_timeout(),
+            headers=headers,
+            verify=url.startswith("https://"),
+        )
 
     @classmethod
     def from_environment(cls, *, require_auth: bool = True) -> Api:

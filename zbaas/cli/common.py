@@ -37,11 +37,15 @@ YesOpt = Annotated[
 
 
 def is_uuid(text: str) -> bool:
+    """Tell whether ``text`` is a project id in its canonical form.
+
+    Only the 36-character form counts, because 32 hex digits alone are also a
+    valid slug.
+    """
     try:
-        uuid.UUID(text)
+        return str(uuid.UUID(text)) == text.lower()
     except ValueError:
         return False
-    return True
 
 
 def project_ref(project: str | None) -> str:

@@ -39,7 +39,7 @@ HELP = (
     "else ZBAAS_TOKEN (a platform access token), else the login stored by 'zbaas login'.\n\n"
     "ZBAAS_PROJECT or 'project' in ./zbaas.toml names the default project, "
     "ZBAAS_ORG the organization to act in (default: your first), ZBAAS_TIMEOUT the "
-    "seconds to wait for an answer (default: 600)."
+    "seconds to wait for a response (default: 600)."
 )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 from rich.console import Console
 from rich.markup import escape
+from rich.status import Status
 from rich.table import Table
 from rich.text import Text
 
@@ -57,6 +58,14 @@ def print_json(value: Any) -> None:
 def done(message: str) -> None:
     """Print a one-line result for people, such as 'Deleted project my-app.'."""
     stdout.print(escape(message), highlight=False, soft_wrap=True)
+
+
+def waiting(message: str) -> Status:
+    """Show a spinner with ``message`` on stderr while a long request runs.
+
+    On a terminal only; a pipe or a CI log gets no output.
+    """
+    return stderr.status(escape(message), spinner="dots")
 
 
 def warn(message: str) -> None:
