@@ -1,11 +1,11 @@
 """Project storage for apps: the Supabase Storage API subset at ``/storage/v1``.
 
-The ``apikey`` header names the project, as for the data API, and an
-end-user JWT in ``Authorization`` makes the caller that user; the rules are
-in ``zbaas.tenant.storage``. Signed URLs carry their project in the token, so
-they work without a key. Request and response bodies have the shapes the
-Supabase storage clients send and read; errors keep zbaas's shape, which
-those clients raise as ``StorageApiError`` with the HTTP status.
+The ``apikey`` header names the project, as for the data API. An end-user JWT
+in ``Authorization`` makes the caller that user, and ``zbaas.tenant.storage``
+holds the access rules. Signed URLs carry their project in the token, so they
+work without a key. Request and response bodies have the shapes that the
+Supabase storage clients send and read. Errors keep zbaas's shape, which those
+clients raise as ``StorageApiError`` with the HTTP status.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import anyio
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
@@ -37,13 +38,31 @@ from zbaas.storage.uploads import RawUpload, read_body
 from zbaas.tenant import storage
 from zbaas.tenant.storage import Bucket, Caller, ListEntry, StoredObject
 
+
+class ObjectPath(Convertor[str]):
+    """Like ``path``, but also matching line breaks, so that a name holding one
+    reaches the name checks (422) instead of matching no route (404)."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("objectpath", ObjectPath())
+
+# NOTE: not served: resumable (TUS) uploads, image transforms (/render/image),
+# list-v2, and the x-metadata header of raw uploads.
 router = APIRouter(prefix="/storage/v1", tags=["storage"], responses=ERRORS)
 
 ADMIN_UPLOAD = re.compile(r"^/projects/[^/]+/storage/objects/[^/]+/.+$")
 
 
 def is_upload(method: str, path: str) -> bool:
-    """Whether a request streams an object's content: such bodies skip the global size cap."""
+    """Return True for requests that stream an object's content, which skip the body size cap."""
     if method not in ("POST", "PUT"):
         return False
     if path.startswith("/storage/v1/object/"):
@@ -64,7 +83,7 @@ class Interrupted(ZbaasError):
 
 
 async def storage_caller(request: Request, services: Services) -> tuple[Project, Caller]:
-    """The project of the ``apikey`` header and who acts: service_role, a user, or anon."""
+    """Resolve the project of the ``apikey`` header and the actor: service_role, a user, or anon."""
     client = await resolve_apikey(request, services)
     claims = user_claims(request, client)
     if claims is not None:
@@ -95,7 +114,7 @@ def bucket_json(bucket: Bucket) -> dict[str, Any]:
 
 
 def system_metadata(obj: StoredObject | ListEntry) -> dict[str, Any]:
-    """The ``metadata`` Supabase reports for an object."""
+    """Build the ``metadata`` object that Supabase reports for an object."""
     return {
         "eTag": f'"{obj.etag}"',
         "size": obj.size,
@@ -171,17 +190,21 @@ class StorageRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+# bigint's range: a larger limit means no limit anyway.
+MAX_FILE_SIZE_LIMIT = 2**63 - 1
+
+
 class BucketCreate(StorageRequest):
     name: str = Field(max_length=100)
     id: str | None = Field(default=None, max_length=100)
     public: bool = False
-    file_size_limit: int | None = Field(default=None, ge=0)
+    file_size_limit: int | None = Field(default=None, ge=0, le=MAX_FILE_SIZE_LIMIT)
     allowed_mime_types: list[str] | None = Field(default=None, max_length=100)
 
 
 class BucketUpdate(StorageRequest):
     public: bool | None = None
-    file_size_limit: int | None = Field(default=None, ge=0)
+    file_size_limit: int | None = Field(default=None, ge=0, le=MAX_FILE_SIZE_LIMIT)
     allowed_mime_types: list[str] | None = Field(default=None, max_length=100)
 
 
@@ -223,7 +246,7 @@ class SignManyBody(StorageRequest):
 
 @router.get("/bucket")
 async def list_buckets(request: Request, services: ServicesDep) -> JSONResponse:
-    """Every bucket of the project, with any key."""
+    """List every bucket of the project; any key of the project may."""
     project, _ = await storage_caller(request, services)
     return JSONResponse([bucket_json(b) for b in await storage.list_buckets(services, project)])
 
@@ -363,7 +386,7 @@ def signed_path(kind: str, bucket_id: str, name: str, token: str) -> str:
     return f"/object/{kind}/{quote(bucket_id)}/{quote(name)}?token={token}"
 
 
-@router.post("/object/sign/{bucket_id}/{name:path}")
+@router.post("/object/sign/{bucket_id}/{name:objectpath}")
 async def sign_one(
     bucket_id: str, name: str, body: SignBody, request: Request, services: ServicesDep
 ) -> JSONResponse:
@@ -378,7 +401,8 @@ async def sign_one(
     return JSONResponse({"signedURL": url, "signedUrl": url})
 
 
-@router.api_route("/object/sign/{bucket_id}/{name:path}", methods=["GET", "HEAD"])
+@router.get("/object/sign/{bucket_id}/{name:objectpath}")
+@router.head("/object/sign/{bucket_id}/{name:objectpath}")
 async def get_signed(
     bucket_id: str,
     name: str,
@@ -395,7 +419,7 @@ async def get_signed(
     return await object_response(request, services, grant.project, obj, download)
 
 
-@router.post("/object/upload/sign/{bucket_id}/{name:path}")
+@router.post("/object/upload/sign/{bucket_id}/{name:objectpath}")
 async def sign_upload(
     bucket_id: str, name: str, request: Request, services: ServicesDep
 ) -> JSONResponse:
@@ -406,7 +430,7 @@ async def sign_upload(
     return JSONResponse({"url": signed_path("upload/sign", bucket_id, name, token), "token": token})
 
 
-@router.put("/object/upload/sign/{bucket_id}/{name:path}")
+@router.put("/object/upload/sign/{bucket_id}/{name:objectpath}")
 async def upload_signed(
     bucket_id: str,
     name: str,
@@ -430,27 +454,28 @@ async def object_info(
     return JSONResponse(info_json(obj), headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/object/info/public/{bucket_id}/{name:path}")
+@router.get("/object/info/public/{bucket_id}/{name:objectpath}")
 async def info_public(
     bucket_id: str, name: str, request: Request, services: ServicesDep
 ) -> JSONResponse:
     return await object_info(bucket_id, name, request, services, public=True)
 
 
-@router.get("/object/info/authenticated/{bucket_id}/{name:path}")
+@router.get("/object/info/authenticated/{bucket_id}/{name:objectpath}")
 async def info_authenticated(
     bucket_id: str, name: str, request: Request, services: ServicesDep
 ) -> JSONResponse:
     return await object_info(bucket_id, name, request, services, public=False)
 
 
-@router.get("/object/info/{bucket_id}/{name:path}")
+@router.get("/object/info/{bucket_id}/{name:objectpath}")
 async def info(bucket_id: str, name: str, request: Request, services: ServicesDep) -> JSONResponse:
     """An object's size, type, ETag, metadata and times."""
     return await object_info(bucket_id, name, request, services, public=False)
 
 
-@router.api_route("/object/public/{bucket_id}/{name:path}", methods=["GET", "HEAD"])
+@router.get("/object/public/{bucket_id}/{name:objectpath}")
+@router.head("/object/public/{bucket_id}/{name:objectpath}")
 async def download_public(
     bucket_id: str,
     name: str,
@@ -468,7 +493,8 @@ async def download_public(
     return await object_response(request, services, project, obj, download)
 
 
-@router.api_route("/object/authenticated/{bucket_id}/{name:path}", methods=["GET", "HEAD"])
+@router.get("/object/authenticated/{bucket_id}/{name:objectpath}")
+@router.head("/object/authenticated/{bucket_id}/{name:objectpath}")
 async def download_authenticated(
     bucket_id: str,
     name: str,
@@ -484,7 +510,8 @@ async def download_authenticated(
 # --- object routes by bucket ---------------------------------------------------
 
 
-@router.api_route("/object/{bucket_id}/{name:path}", methods=["GET", "HEAD"])
+@router.get("/object/{bucket_id}/{name:objectpath}")
+@router.head("/object/{bucket_id}/{name:objectpath}")
 async def download(
     bucket_id: str,
     name: str,
@@ -498,13 +525,14 @@ async def download(
     return await object_response(request, services, project, obj, download)
 
 
-@router.api_route("/object/{bucket_id}/{name:path}", methods=["POST", "PUT"])
+@router.post("/object/{bucket_id}/{name:objectpath}")
+@router.put("/object/{bucket_id}/{name:objectpath}")
 async def upload(
     bucket_id: str, name: str, request: Request, services: ServicesDep
 ) -> JSONResponse:
     """Upload an object, as a form's file part or as the raw body.
 
-    POST creates and refuses an existing name unless ``x-upsert: true``; PUT
+    POST creates and rejects an existing name unless ``x-upsert: true``; PUT
     replaces or creates. ``{"Id", "Key"}`` on success.
     """
     project, caller = await storage_caller(request, services)
@@ -513,7 +541,7 @@ async def upload(
     return JSONResponse(upload_json(stored))
 
 
-@router.delete("/object/{bucket_id}/{name:path}")
+@router.delete("/object/{bucket_id}/{name:objectpath}")
 async def delete_one(
     bucket_id: str, name: str, request: Request, services: ServicesDep
 ) -> JSONResponse:

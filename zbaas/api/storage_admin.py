@@ -117,7 +117,7 @@ async def list_objects(
 
 
 @router.put(
-    "/objects/{bucket_id}/{name:path}",
+    "/objects/{bucket_id}/{name:objectpath}",
     response_model=ObjectResponse,
     responses={201: {"model": ObjectResponse, "description": "Created"}, 413: {}},
 )
@@ -139,12 +139,12 @@ async def put_object(
     )
 
 
-@router.api_route(
-    "/objects/{bucket_id}/{name:path}",
-    methods=["GET", "HEAD"],
+@router.get(
+    "/objects/{bucket_id}/{name:objectpath}",
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}}, 206: {}, 416: {}},
 )
+@router.head("/objects/{bucket_id}/{name:objectpath}", response_class=Response)
 async def get_object(
     project_id: UUID,
     bucket_id: str,
@@ -159,7 +159,7 @@ async def get_object(
     return await storage_api.object_response(request, services, access.project, obj, download)
 
 
-@router.delete("/objects/{bucket_id}/{name:path}", status_code=204)
+@router.delete("/objects/{bucket_id}/{name:objectpath}", status_code=204)
 async def delete_object(
     project_id: UUID, bucket_id: str, name: str, request: Request, services: ServicesDep
 ) -> Response:

@@ -1,8 +1,8 @@
 """Checks on what users name: buckets, object paths, list prefixes and media types.
 
-Object names never become file paths or S3 keys (blobs are stored under ids that
-zbaas makes), yet a name that looks like a path escape is refused anyway, so
-that no client, proxy or export that maps names to paths can be led astray.
+Object names never become file paths or S3 keys, because blobs are stored
+under ids that zbaas makes. A name that looks like a path escape is rejected
+anyway, so that no client, proxy or export that maps names to paths is led astray.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ BUCKET_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 RESERVED_BUCKET_IDS = frozenset(
     {"authenticated", "copy", "info", "list", "list-v2", "move", "public", "sign", "upload"}
 )
+MAX_CONTENT_TYPE_LENGTH = 255
 MIME_PATTERN = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*|\*)/(?:[A-Za-z0-9!#$&^_.+-]+|\*)$")
 # C0 controls, DEL and C1 controls. U+FFFD stands for bytes that were not UTF-8.
 FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\\\ufffd]")
@@ -59,7 +60,7 @@ def check_prefix(prefix: str, *, field: str = "prefix") -> str:
 
 
 def _check_path(name: str, *, field: str, allow_trailing_slash: bool) -> None:
-    def refuse(rule: str) -> InvalidInput:
+    def invalid(rule: str) -> InvalidInput:
         return InvalidInput(
             f"invalid object {field} {name[:200]!r}: {rule}",
             code="invalid_key",
@@ -67,29 +68,49 @@ def _check_path(name: str, *, field: str, allow_trailing_slash: bool) -> None:
         )
 
     if not name:
-        raise refuse("it is empty")
+        raise invalid("it is empty")
     try:
         size = len(name.encode("utf-8"))
     except UnicodeEncodeError:
-        raise refuse("it is not valid UTF-8") from None
+        raise invalid("it is not valid UTF-8") from None
     if size > MAX_NAME_BYTES:
-        raise refuse(f"it is {size} bytes of UTF-8; the maximum is {MAX_NAME_BYTES}")
+        raise invalid(f"it is {size} bytes of UTF-8; the maximum is {MAX_NAME_BYTES}")
     if FORBIDDEN_CHARACTERS.search(name):
-        raise refuse("backslashes, control characters and invalid UTF-8 are not allowed")
+        raise invalid("backslashes, control characters and invalid UTF-8 are not allowed")
     if name.startswith("/"):
-        raise refuse("it must be relative, not start with '/'")
+        raise invalid("it must be relative, not start with '/'")
     segments = name.split("/")
     if allow_trailing_slash and segments[-1] == "":
         segments.pop()
     for segment in segments:
         if segment in ("", ".", ".."):
-            raise refuse("empty, '.' and '..' segments are not allowed")
+            raise invalid("empty, '.' and '..' segments are not allowed")
+
+
+def check_content_type(value: str) -> str:
+    """Return an upload's Content-Type when it is ``type/subtype`` with printable parameters.
+
+    It is sent back as a header on every download, so nothing else may pass.
+    """
+    if (
+        len(value) > MAX_CONTENT_TYPE_LENGTH
+        or not value.isascii()
+        or not value.isprintable()
+        or not MIME_PATTERN.fullmatch(base_mime_type(value))
+        or "*" in base_mime_type(value)
+    ):
+        raise InvalidInput(
+            f"invalid Content-Type {value[:100]!r}: use type/subtype, such as text/plain, "
+            f"in at most {MAX_CONTENT_TYPE_LENGTH} printable ASCII characters",
+            code="invalid_mime_type",
+        )
+    return value
 
 
 def check_mime_types(values: list[str]) -> list[str]:
     """Return the allowed media types of a bucket (``image/png``, ``image/*``) or 422."""
     for value in values:
-        if not MIME_PATTERN.fullmatch(value):
+        if len(value) > MAX_CONTENT_TYPE_LENGTH or not MIME_PATTERN.fullmatch(value):
             raise InvalidInput(
                 f"invalid media type {value[:100]!r} in allowed_mime_types: "
                 "use type/subtype or type/*",
@@ -105,7 +126,7 @@ def base_mime_type(content_type: str) -> str:
 
 
 def mime_allowed(content_type: str, allowed: list[str] | None) -> bool:
-    """Whether a bucket that allows ``allowed`` (None: anything) takes ``content_type``.
+    """Check whether a bucket that allows ``allowed`` (None: anything) takes ``content_type``.
 
     ``image/*`` matches every image type and ``*/*`` everything, as in Supabase.
     """

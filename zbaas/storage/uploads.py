@@ -21,15 +21,18 @@ MAX_FIELDS = 16
 MAX_CACHE_CONTROL_LENGTH = 200
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 DEFAULT_CACHE_CONTROL = "no-cache"
+# Request bodies arrive in pieces of about 64 KiB; the backend gets them joined
+# into pieces of this size, so that it makes fewer, larger writes.
+WRITE_PIECE_BYTES = 1024 * 1024
 
 
 class UploadBody(Protocol):
-    """The content of one upload and what the client said about it."""
+    """The content of one upload, with the type, cache control and metadata sent with it."""
 
     def chunks(self, on_type: Callable[[str], None]) -> AsyncIterator[bytes]:
         """Yield the content; call ``on_type(content_type)`` before the first byte.
 
-        ``on_type`` may raise to refuse the upload before any content is stored.
+        ``on_type`` may raise to reject the upload before any content is stored.
         """
         ...
 
@@ -46,7 +49,7 @@ def read_body(
     cache_control: str | None = None,
     user_metadata: str | None = None,
 ) -> UploadBody:
-    """Wrap a request body: a form when ``content_type`` says so, else the raw content."""
+    """Wrap a request body: a form when ``content_type`` is multipart/form-data, else raw."""
     if parse_options_header(content_type)[0] == b"multipart/form-data":
         assert content_type is not None
         return FormUpload(body, content_type)
@@ -54,7 +57,7 @@ def read_body(
 
 
 def parse_cache_control(value: str | None) -> str:
-    """A number of seconds becomes ``max-age=<n>``, as in Supabase; other values stay as sent."""
+    """Turn a number of seconds into ``max-age=<n>``, as Supabase does; keep other values."""
     if value is None or not value.strip():
         return DEFAULT_CACHE_CONTROL
     value = value.strip()
@@ -79,6 +82,20 @@ def parse_user_metadata(value: str | None) -> dict[str, Any] | None:
     if not isinstance(parsed, dict):
         raise InvalidInput("the metadata must be a JSON object", code="invalid_metadata")
     return parsed
+
+
+async def in_pieces(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Join ``chunks`` into pieces of :data:`WRITE_PIECE_BYTES`, the last one shorter."""
+    pending: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        pending.append(chunk)
+        size += len(chunk)
+        if size >= WRITE_PIECE_BYTES:
+            yield b"".join(pending)
+            pending, size = [], 0
+    if pending:
+        yield b"".join(pending)
 
 
 class RawUpload:
@@ -124,6 +141,7 @@ class FormUpload:
         self.body = body
         self.fields: dict[str, str] = {}
         self.file_content_type: str | None = None
+
         self._parser = MultipartParser(
             boundary,
             callbacks={
@@ -137,6 +155,8 @@ class FormUpload:
                 "on_end": self._end,
             },
         )
+
+        # State of the part being parsed.
         self._headers: dict[bytes, bytes] = {}
         self._header_name = b""
         self._header_value = b""

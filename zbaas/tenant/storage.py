@@ -2,9 +2,9 @@
 
 The bytes of an object live in the storage backend under ``<project id>/<object
 id>``; its name, size and type live in the project database's ``storage``
-schema. That schema belongs to the control plane: no project role has a grant
-on it, so user SQL cannot bend the quota or point a row at another blob, and
-the access rules are enforced here rather than by row-level security:
+schema. That schema belongs to the control plane and no project role has a
+grant on it, so user SQL cannot bend the quota or point a row at another blob.
+The access rules are therefore enforced here rather than by row-level security:
 
 - the project's secret key (``service_role``) may do everything;
 - with a publishable key, anyone may read (download, inspect, list, sign) the
@@ -44,12 +44,13 @@ from zbaas.platform.projects import Project
 from zbaas.storage.backend import BlobTooLarge
 from zbaas.storage.names import (
     check_bucket_id,
+    check_content_type,
     check_mime_types,
     check_object_name,
     check_prefix,
     mime_allowed,
 )
-from zbaas.storage.uploads import UploadBody
+from zbaas.storage.uploads import UploadBody, in_pieces
 from zbaas.tenant.connections import as_platform
 
 logger = logging.getLogger("zbaas.storage")
@@ -67,10 +68,10 @@ SORT_COLUMNS = ("name", "created_at", "updated_at", "last_accessed_at")
 DELETE_BATCH = 1000
 
 SCHEMA_SETUP = """
-CREATE SCHEMA storage;
+CREATE SCHEMA IF NOT EXISTS storage;
 REVOKE ALL ON SCHEMA storage FROM PUBLIC;
 
-CREATE TABLE storage.buckets (
+CREATE TABLE IF NOT EXISTS storage.buckets (
     id text COLLATE "C" PRIMARY KEY,
     name text COLLATE "C" NOT NULL UNIQUE,
     owner uuid,
@@ -85,7 +86,7 @@ CREATE TABLE storage.buckets (
 -- an object gives it a new id, so a reader of the old blob is never cut short by
 -- the writer. "C" collation makes names sort byte-wise and prefix searches
 -- use the unique index.
-CREATE TABLE storage.objects (
+CREATE TABLE IF NOT EXISTS storage.objects (
     id uuid PRIMARY KEY,
     bucket_id text COLLATE "C" NOT NULL REFERENCES storage.buckets (id),
     name text COLLATE "C" NOT NULL,
@@ -97,6 +98,7 @@ CREATE TABLE storage.objects (
     user_metadata jsonb,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
+    -- Set by writes only, so that a download costs no write.
     last_accessed_at timestamptz NOT NULL DEFAULT now(),
     UNIQUE (bucket_id, name)
 );
@@ -159,7 +161,7 @@ class ListEntry:
 
 @dataclass(frozen=True)
 class Caller:
-    """Who acts on storage: ``service_role``, an ``authenticated`` end user, or ``anon``."""
+    """The actor of a storage request: ``service_role``, an ``authenticated`` user, or ``anon``."""
 
     role: Literal["service_role", "authenticated", "anon"]
     user_id: UUID | None = None
@@ -176,27 +178,28 @@ class Caller:
     def check_read(self, bucket: Bucket, name: str) -> None:
         if self.role == "service_role" or bucket.public or self.owns(name):
             return
-        raise self.refusal("read", bucket, name)
+        raise self.denied("read", bucket, name)
 
     def check_write(self, bucket: Bucket, name: str) -> None:
         if self.role == "service_role" or self.owns(name):
             return
-        raise self.refusal("write", bucket, name)
+        raise self.denied("write", bucket, name)
 
     def check_manage(self, action: str) -> None:
         if self.role != "service_role":
             raise Forbidden(f"only the project's secret key may {action}", code="forbidden")
 
-    def refusal(self, verb: str, bucket: Bucket, name: str) -> Forbidden:
+    def denied(self, verb: str, bucket: Bucket, name: str) -> Forbidden:
+        """Build the 403 for an access that the rules do not allow."""
         if self.folder is None:
-            who = "an anonymous caller"
+            actor = "an anonymous caller"
             rule = "sign in to reach your own folder, or use the secret key"
         else:
-            who = "this user"
+            actor = "this user"
             rule = f"an end user may only {verb} objects under {self.folder!r}"
         kind = "public" if bucket.public else "private"
         return Forbidden(
-            f"{who} may not {verb} {name[:200]!r} in the {kind} bucket {bucket.id!r}: {rule}",
+            f"{actor} may not {verb} {name[:200]!r} in the {kind} bucket {bucket.id!r}: {rule}",
             code="access_denied",
         )
 
@@ -212,10 +215,14 @@ def blob_key(project: Project, object_id: UUID) -> str:
 
 
 async def prepare_schema(conn: psycopg.AsyncConnection) -> None:
-    """Create the ``storage`` schema and the ``default`` bucket, in the caller's transaction."""
+    """Create the ``storage`` schema and the ``default`` bucket, in the caller's transaction.
+
+    Running it again changes nothing.
+    """
     await conn.execute(SCHEMA_SETUP)
     await conn.execute(
-        "INSERT INTO storage.buckets (id, name) VALUES (%s, %s)", (DEFAULT_BUCKET,) * 2
+        "INSERT INTO storage.buckets (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+        (DEFAULT_BUCKET,) * 2,
     )
 
 
@@ -459,13 +466,16 @@ async def upload(
         raise _quota_error(services, used)
 
     def check_type(content_type: str) -> None:
+        check_content_type(content_type)
         if not mime_allowed(content_type, bucket.allowed_mime_types):
             raise _type_error(bucket, content_type)
 
     object_id = uuid.uuid4()
     key = blob_key(project, object_id)
     try:
-        blob = await services.storage.write(key, body.chunks(check_type), min(limit, remaining))
+        blob = await services.storage.write(
+            key, in_pieces(body.chunks(check_type)), min(limit, remaining)
+        )
     except BlobTooLarge:
         if limit <= remaining:
             raise _size_error(bucket, limit) from None
@@ -640,7 +650,7 @@ async def list_folder(
         bucket = await _bucket(conn, bucket_id)
         visible = "" if caller.role == "service_role" or bucket.public else caller.folder
         if visible is None:
-            raise caller.refusal("list", bucket, prefix or "/")
+            raise caller.denied("list", bucket, prefix or "/")
         query = sql.SQL(
             """
             WITH below AS (
