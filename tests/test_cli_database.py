@@ -321,7 +321,15 @@ def test_indexes_create_unknown_column_fails(session: Session) -> None:
     assert "nope" in result.stderr
 
 
-def test_indexes_create_invalid_type_is_a_usage_error(session: Session) -> None:
+def test_indexes_drop_unknown_index_fails(session: Session) -> None:
+    cli, _ = session
+
+    result = cli.fails("indexes", "drop", "no_such_index")
+
+    assert "no_such_index" in result.stderr
+
+
+def test_indexes_create_invalid_type(session: Session) -> None:
     cli, _ = session
 
     result = cli.fails("indexes", "create", "notes", "title", "--type", "brin", code=2)

@@ -153,3 +153,45 @@ def test_delete_with_yes_does_not_ask(session: Session) -> None:
 
     assert result.stdout == ""
     assert "(project_not_found)" in cli.fails("projects", "get", project["id"]).stderr
+
+
+def test_keys_create_list_and_revoke(session: Session) -> None:
+    cli, _, project = session
+
+    created = cli.ok("keys", "create", "deploy", "--type", "secret", "-p", project["slug"])
+    plain = created.stdout.strip()
+    listed = cli.ok("keys", "list", "-p", project["slug"])
+    key_id = next(
+        k["id"]
+        for k in cli.ok("keys", "list", "-p", project["slug"], "--json").json()
+        if k["name"] == "deploy"
+    )
+    revoked = cli.ok("keys", "revoke", key_id, "-p", project["slug"])
+    after = cli.ok("keys", "list", "-p", project["slug"], "--json").json()
+
+    assert plain.startswith("zmesh_sk_")
+    assert "it is not shown again" in created.stderr
+    assert "deploy" in listed.stdout
+    assert plain not in listed.stdout
+    assert f"Revoked key {key_id}." in revoked.stdout
+    assert key_id not in [k["id"] for k in after]
+
+
+def test_keys_revoke_unknown_key_fails(session: Session) -> None:
+    cli, _, project = session
+
+    unknown = cli.fails(
+        "keys", "revoke", "00000000-0000-0000-0000-000000000000", "-p", project["id"]
+    )
+    malformed = cli.fails("keys", "revoke", "not-an-id", "-p", project["id"], code=1)
+
+    assert "error:" in unknown.stderr
+    assert "(validation_failed)" in malformed.stderr
+
+
+def test_keys_create_invalid_type(session: Session) -> None:
+    cli, _, project = session
+
+    result = cli.fails("keys", "create", "x", "--type", "root", "-p", project["slug"], code=2)
+
+    assert "'root' is not one of" in result.stderr

@@ -228,11 +228,10 @@ class Api:
 
     @contextmanager
     def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
-        """Send a request and yield its response unread; an error status raises first.
-
-        The body is not replayable, so a rejected access token is not retried here;
-        the refresh before expiry covers the common case.
-        """
+        """Send a request and yield its response unread; an error status raises first."""
+        # NOTE: a streamed upload body cannot be sent twice, so an access token that the
+        # server rejects here is not refreshed and retried; only the refresh shortly
+        # before expiry applies.
         headers = {**kwargs.pop("headers", {}), **self._auth_headers()}
         request = self.http.build_request(method, path, headers=headers, **kwargs)
         try:

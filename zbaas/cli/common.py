@@ -42,6 +42,8 @@ def is_uuid(text: str) -> bool:
     Only the 36-character form counts, because 32 hex digits alone are also a
     valid slug.
     """
+    # NOTE: a slug written in exactly this form is read as an id too, so such a
+    # project can be named only by its real id.
     try:
         return str(uuid.UUID(text)) == text.lower()
     except ValueError:
