@@ -683,6 +683,22 @@ def test_database_made_before_storage_gets_the_schema(
     assert uploaded.status_code == 200
 
 
+def test_storage_schema_made_by_user_sql_is_not_taken_over(
+    http: httpx.Client,
+    fresh: ProjectHandle,
+    server_url: str,
+    storage_settings: Settings,
+) -> None:
+    with connect(server_url, fresh.project["db_name"]) as conn:
+        conn.execute("DROP SCHEMA storage CASCADE")
+    run_as_owner(server_url, storage_settings, fresh.project, "CREATE SCHEMA storage")
+
+    response = http.get("/storage/v1/bucket", headers=keyed(fresh.secret))
+
+    assert response.status_code == 409
+    assert error_of(response)["code"] == "storage_schema_taken"
+
+
 def test_project_roles_cannot_touch_storage_metadata(
     handle: ProjectHandle, server_url: str, storage_settings: Settings
 ) -> None:

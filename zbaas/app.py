@@ -27,6 +27,7 @@ from zbaas.platform.security import SecretBox, TokenSigner
 from zbaas.postgres import server
 from zbaas.postgres.embedded import EmbeddedPostgres, lock_data_dir
 from zbaas.postgres.pools import Pools
+from zbaas.rest.catalog import TableCache
 from zbaas.storage import open_backend
 from zbaas.storage.backend import Backend
 
@@ -43,6 +44,7 @@ class Services:
     signer: TokenSigner
     storage_root: Path
     storage: Backend
+    tables: TableCache = field(default_factory=TableCache)
     # Projects whose ``storage`` schema this process has checked (see tenant.storage).
     storage_ready: set[UUID] = field(default_factory=set)
     extras: dict[str, Any] = field(default_factory=dict)

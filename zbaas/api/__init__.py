@@ -26,7 +26,9 @@ def routers() -> list[APIRouter]:
         storage_admin,
     )
 
+    # Starlette tries routes in order, so the data API, the busiest by far, goes first.
     return [
+        rest.router,
         health.router,
         auth.router,
         orgs.router,
@@ -41,7 +43,6 @@ def routers() -> list[APIRouter]:
         branches.router,
         health_report.router,
         endusers.router,
-        rest.router,
         storage.router,
         storage_admin.router,
     ]

@@ -119,21 +119,34 @@ class TokenSigner:
         return claims if claims.get("typ") == "access" else None
 
 
+DECRYPTED_MAX = 4096
+
+
 class SecretBox:
     """Encrypts credentials kept in the control database (Fernet: AES-128-CBC + HMAC)."""
 
     def __init__(self, secret_key: str) -> None:
         derived = hashlib.sha256(b"zbaas-secret-box:" + secret_key.encode()).digest()
         self._fernet = Fernet(base64.urlsafe_b64encode(derived))
+        # Stored credentials are decrypted on every data API request; a
+        # ciphertext always decrypts to the same text, so it is kept.
+        self._decrypted: dict[str, str] = {}
 
     def encrypt(self, plain: str) -> str:
         return self._fernet.encrypt(plain.encode()).decode()
 
     def decrypt(self, token: str) -> str:
+        plain = self._decrypted.get(token)
+        if plain is not None:
+            return plain
         try:
-            return self._fernet.decrypt(token.encode()).decode()
+            plain = self._fernet.decrypt(token.encode()).decode()
         except InvalidToken as exc:
             raise RuntimeError(
                 "a stored credential cannot be decrypted: ZBAAS_SECRET_KEY differs from "
                 "the key it was written with"
             ) from exc
+        if len(self._decrypted) >= DECRYPTED_MAX:
+            self._decrypted.clear()
+        self._decrypted[token] = plain
+        return plain

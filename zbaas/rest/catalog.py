@@ -1,18 +1,40 @@
-"""Look up tables and functions in the catalog, once per request.
+"""Look up tables and functions in the catalog.
 
 Every name of a data API request is checked against what these functions
 return before it reaches SQL, and only then quoted with ``sql.Identifier``.
-Nothing is cached across requests, so a migration is visible at once.
+
+Tables are cached per process (see :class:`TableCache`), because the lookup
+would otherwise cost each request a second round trip. A cached table is only
+trusted while it agrees with the database: a name it lacks, or an error from
+PostgreSQL that a changed table explains, raises :class:`StaleCatalog`, and the
+request runs again on a fresh lookup. Functions are looked up on every call.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
 
 from zbaas.rest.errors import RestError, not_found_table, unknown_body_column, unknown_column
+
+# How long a cached table is used before it is read again, s. A change that makes
+# a request fail is seen at once. A change that fails nothing, such as a new
+# primary key while the old columns stay unique, goes unseen for this long.
+TABLE_CACHE_SECONDS = 1.0
+TABLE_CACHE_ENTRIES = 4096
+
+# SQLSTATEs a request can raise because a cached table no longer matches the
+# database: undefined_table, undefined_column, and invalid_column_reference (an
+# upsert target that is no longer a unique key).
+STALE_SQLSTATES = frozenset({"42P01", "42703", "42P10"})
+
+
+class StaleCatalog(Exception):
+    """Signal that a cached table disagrees with the request, which must run on a fresh lookup."""
 
 
 @dataclass
@@ -21,15 +43,22 @@ class Table:
     name: str
     columns: list[str]
     primary_key: list[str]
+    # True when the table came from the cache: a missing name then means "look
+    # again", not "no such column".
+    cached: bool = False
 
     def column(self, name: str) -> str:
         """Return ``name`` if the table has it; 400 with PostgreSQL's code otherwise."""
         if name not in self.columns:
+            if self.cached:
+                raise StaleCatalog(name)
             raise unknown_column(self.name, name)
         return name
 
     def body_column(self, name: str) -> str:
         if name not in self.columns:
+            if self.cached:
+                raise StaleCatalog(name)
             raise unknown_body_column(self.name, name)
         return name
 
@@ -75,6 +104,53 @@ LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
 WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
 ORDER BY a.attnum
 """
+
+
+class TableCache:
+    """Tables of every project database this process serves, least recently used first out."""
+
+    def __init__(self, max_entries: int = TABLE_CACHE_ENTRIES) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[str, str, str], tuple[Table, float]] = OrderedDict()
+
+    def get(self, database: str, schema: str, name: str) -> Table | None:
+        key = (database, schema, name)
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if time.monotonic() - entry[1] > TABLE_CACHE_SECONDS:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry[0]
+
+    def put(self, database: str, table: Table) -> None:
+        key = (database, table.schema, table.name)
+        self._entries[key] = (replace(table, cached=True), time.monotonic())
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+
+class Lookup:
+    """The table lookups of one attempt at a request, from the cache when allowed."""
+
+    def __init__(self, cache: TableCache, database: str, *, use_cache: bool) -> None:
+        self.cache = cache
+        self.database = database
+        self.use_cache = use_cache
+        self.used_cache = False
+
+    async def table(self, conn: psycopg.AsyncConnection, schema: str, name: str) -> Table:
+        """Return ``schema.name`` from the cache, or load it and cache it."""
+        if self.use_cache:
+            cached = self.cache.get(self.database, schema, name)
+            if cached is not None:
+                self.used_cache = True
+                return cached
+        found = await table(conn, schema, name)
+        self.cache.put(self.database, found)
+        return found
 
 
 async def table(conn: psycopg.AsyncConnection, schema: str, name: str) -> Table:

@@ -51,7 +51,7 @@ class Pending:
     finish: Callable[[], Awaitable[Result]]
 
 
-Work = Callable[[psycopg.AsyncConnection], Awaitable[Result | Pending]]
+Work = Callable[[psycopg.AsyncConnection, catalog.Lookup], Awaitable[Result | Pending]]
 
 
 # Role, claims and timeout last until the end of the transaction (is_local = true).
@@ -68,12 +68,30 @@ async def run(
 ) -> Result:
     """Run ``work`` in one transaction as ``caller``; PostgreSQL errors become RestError.
 
-    Pipeline mode sends BEGIN, the settings and the catalog lookup of ``work`` in
-    one round trip. A read then sends its query with COMMIT in a second one.
+    Pipeline mode sends BEGIN, the settings, the query and COMMIT in one round
+    trip when the table is cached. Otherwise the catalog lookup needs a round
+    trip of its own first. When a cached table turns out stale, the transaction
+    has rolled back and the request runs once more on a fresh lookup.
     """
+    try:
+        return await _attempt(services, project, caller, work, read_only, use_cache=True)
+    except catalog.StaleCatalog:
+        return await _attempt(services, project, caller, work, read_only, use_cache=False)
+
+
+async def _attempt(
+    services: Services,
+    project: Project,
+    caller: Caller,
+    work: Work,
+    read_only: bool,
+    *,
+    use_cache: bool,
+) -> Result:
     assert caller.role in ROLES
     claims = {**caller.claims, "role": caller.role}
     timeout_ms = str(services.settings.rest_statement_timeout_ms)
+    lookup = catalog.Lookup(services.tables, project.db_name, use_cache=use_cache)
     async with as_authenticator(services, project) as conn:
         try:
             async with conn.pipeline(), conn.transaction():
@@ -81,15 +99,19 @@ async def run(
                     SET_CALLER_READ_ONLY if read_only else SET_CALLER,
                     (caller.role, json.dumps(claims), timeout_ms),
                 )
-                outcome = await work(conn)
+                outcome = await work(conn, lookup)
             return await outcome.finish() if isinstance(outcome, Pending) else outcome
-        except psycopg.errors.Error as exc:
-            if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
-                raise  # the connection itself failed, which the app reports as 503
+        except (psycopg.errors.Error, catalog.StaleCatalog) as exc:
             if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
                 # A failed pipelined query skips the queued COMMIT; end the
                 # transaction here so the pool gets the connection back idle.
                 await conn.rollback()
+            if isinstance(exc, catalog.StaleCatalog):
+                raise
+            if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
+                raise  # the connection itself failed, which the app reports as 503
+            if lookup.used_cache and exc.sqlstate in catalog.STALE_SQLSTATES:
+                raise catalog.StaleCatalog(exc.sqlstate) from None
             error = from_postgres(exc, caller.role)
             if error.status >= 500:
                 logger.warning(
@@ -126,8 +148,8 @@ async def _fetch(conn: psycopg.AsyncConnection, statement: Any, params: list[Any
 
 
 def select(name: str, query: Query, prefer: Prefer, single: bool) -> Work:
-    async def work(conn: psycopg.AsyncConnection) -> Pending:
-        table = await catalog.table(conn, EXPOSED_SCHEMA, name)
+    async def work(conn: psycopg.AsyncConnection, lookup: catalog.Lookup) -> Pending:
+        table = await lookup.table(conn, EXPOSED_SCHEMA, name)
         rows = await conn.execute(*build.read(table, query))
         counted = None
         if prefer.count is not None:
@@ -167,8 +189,8 @@ def insert(name: str, query: Query, body: Any, prefer: Prefer, single: bool) -> 
     rows = body if isinstance(body, list) else [body]
     columns = body_columns(rows, query)
 
-    async def work(conn: psycopg.AsyncConnection) -> Result:
-        table = await catalog.table(conn, EXPOSED_SCHEMA, name)
+    async def work(conn: psycopg.AsyncConnection, lookup: catalog.Lookup) -> Result:
+        table = await lookup.table(conn, EXPOSED_SCHEMA, name)
         if not rows:
             return Result("[]" if prefer.representation else None, 0)
         # NOTE: Prefer missing=default is ignored, so a listed column missing from
@@ -203,8 +225,8 @@ def update(name: str, query: Query, body: Any, prefer: Prefer, single: bool) -> 
         raise RestError(400, "PGRST102", "PATCH expects one JSON object")
     columns = list(body)
 
-    async def work(conn: psycopg.AsyncConnection) -> Result:
-        table = await catalog.table(conn, EXPOSED_SCHEMA, name)
+    async def work(conn: psycopg.AsyncConnection, lookup: catalog.Lookup) -> Result:
+        table = await lookup.table(conn, EXPOSED_SCHEMA, name)
         if not columns:
             return Result("[]" if prefer.representation else None, 0)
         statement, params = build.update(table, query, json.dumps(body), columns, prefer)
@@ -217,8 +239,8 @@ def update(name: str, query: Query, body: Any, prefer: Prefer, single: bool) -> 
 def delete(name: str, query: Query, prefer: Prefer, single: bool) -> Work:
     require_filters(query, "DELETE")
 
-    async def work(conn: psycopg.AsyncConnection) -> Result:
-        table = await catalog.table(conn, EXPOSED_SCHEMA, name)
+    async def work(conn: psycopg.AsyncConnection, lookup: catalog.Lookup) -> Result:
+        table = await lookup.table(conn, EXPOSED_SCHEMA, name)
         result = await _fetch(conn, *build.delete(table, query, prefer))
         return expect_single(result) if single else result
 
@@ -226,7 +248,7 @@ def delete(name: str, query: Query, prefer: Prefer, single: bool) -> Work:
 
 
 def call(name: str, args: dict[str, Any], query: Query, single: bool, *, read_only: bool) -> Work:
-    async def work(conn: psycopg.AsyncConnection) -> Result:
+    async def work(conn: psycopg.AsyncConnection, lookup: catalog.Lookup) -> Result:
         function = await catalog.function(conn, EXPOSED_SCHEMA, name, set(args))
         if read_only and function.volatile:
             raise RestError(

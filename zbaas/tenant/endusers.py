@@ -11,6 +11,7 @@ the project database, because no project role may write ``auth`` tables.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -236,12 +237,28 @@ def issue_access_token(
     return jwt.encode(claims, secret, algorithm="HS256"), expires_at
 
 
+# Verified tokens, so a client that sends the same token on every request pays
+# for the signature check once. Entries leave at their token's expiry or when
+# the cache is full.
+VERIFIED_TOKENS_MAX = 10_000
+_verified: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+
+
 def verify_access_token(secret: str, token: str) -> dict[str, Any]:
     """Return the claims of a valid end-user token of this project.
 
     Only the ``authenticated`` role is accepted: a token can never raise its bearer
     to ``service_role``, which only the project's secret key grants.
     """
+    key = (secret, token)
+    cached = _verified.get(key)
+    if cached is not None:
+        if time.time() <= cached["exp"] + LEEWAY_SECONDS:
+            _verified.move_to_end(key)
+            return dict(cached)
+        del _verified[key]
+        raise InvalidToken("JWT expired", expired=True)
+
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
@@ -261,4 +278,8 @@ def verify_access_token(secret: str, token: str) -> dict[str, Any]:
         UUID(str(claims["sub"]))
     except ValueError:
         raise InvalidToken("invalid JWT: the sub claim is not a user id") from None
-    return claims
+
+    _verified[key] = claims
+    if len(_verified) > VERIFIED_TOKENS_MAX:
+        _verified.popitem(last=False)
+    return dict(claims)

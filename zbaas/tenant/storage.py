@@ -237,6 +237,20 @@ async def ensure_schema(conn: psycopg.AsyncConnection) -> bool:
         row = await (await conn.execute("SELECT to_regclass('storage.objects') AS t")).fetchone()
         if row is not None and row["t"] is not None:
             return False
+        owner = await (
+            await conn.execute(
+                "SELECT r.rolsuper FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner "
+                "WHERE n.nspname = 'storage'"
+            )
+        ).fetchone()
+        if owner is not None and not owner["rolsuper"]:
+            # A schema that user SQL made before storage existed: its owner could
+            # change the metadata, so it is not taken over.
+            raise Conflict(
+                "the project database has a schema named storage made by a migration; "
+                "rename or drop it so that storage can create its own",
+                code="storage_schema_taken",
+            )
         await prepare_schema(conn)
     return True
 
