@@ -42,6 +42,12 @@ class Cli:
         return self.home / "config" / "zbaas"
 
     @property
+    def tmp_dir(self) -> Path:
+        folder = self.home / "tmp"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    @property
     def cwd(self) -> Path:
         folder = self.home / "work"
         folder.mkdir(parents=True, exist_ok=True)
@@ -56,6 +62,8 @@ class Cli:
                 "HOME": str(self.home),
                 # Wide enough that no table cell is cut in the assertions.
                 "COLUMNS": "250",
+                # Files the CLI keeps for the user, such as an edited migration, stay here.
+                "TMPDIR": str(self.tmp_dir),
             }
         )
         base.update(self.env)

@@ -179,6 +179,7 @@ def test_migrations_new_without_editor_says_what_to_do(session: Session) -> None
     result = cli.fails("migrations", "new", "x", env={"EDITOR": "", "VISUAL": ""}, code=2)
 
     assert "no editor: set EDITOR, or pass the SQL with --up FILE" in result.stderr
+    assert list(cli.tmp_dir.iterdir()) == []
 
 
 def test_migrations_up_unknown_migration_fails(session: Session) -> None:

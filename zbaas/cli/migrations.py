@@ -79,11 +79,12 @@ def split_template(text: str) -> tuple[str, str | None]:
 
 def _edit(name: str) -> tuple[str, str | None, Path]:
     """Open the editor on a template; the file is kept until the migration is created."""
+    editor = _editor()
     fd, file_name = tempfile.mkstemp(prefix="zbaas-migration-", suffix=".sql")
     path = Path(file_name)
     with os.fdopen(fd, "w") as file:
         file.write(TEMPLATE.format(name=name))
-    if subprocess.run([*_editor(), str(path)], check=False).returncode != 0:
+    if subprocess.run([*editor, str(path)], check=False).returncode != 0:
         raise CliError(f"the editor failed; your SQL is in {path}")
     up_sql, down_sql = split_template(path.read_text())
     if not up_sql:
