@@ -1,0 +1,55 @@
+"""``zbaas serve``: run the HTTP API."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from zbaas.cli.errors import CliError
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8000,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for embedded PostgreSQL, storage and the secret key; "
+            "default: $ZBAAS_DATA_DIR, else ./zbaas-data.",
+        ),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the HTTP API, on embedded PostgreSQL unless ZBAAS_DATABASE_URL is set."""
+    # The server's modules load only here, so that client commands start fast.
+    import uvicorn
+
+    from zbaas import logs
+    from zbaas.app import create_app
+    from zbaas.config import Settings
+    from zbaas.postgres.embedded import DataDirInUse, lock_data_dir
+
+    logs.configure(log_level)
+    if data_dir is not None:
+        os.environ["ZBAAS_DATA_DIR"] = str(data_dir)
+    settings = Settings()
+    lock = None
+    if settings.database_url is None:
+        try:
+            lock = lock_data_dir(settings.data_dir)
+        except DataDirInUse as exc:
+            raise CliError(str(exc)) from None
+    try:
+        uvicorn.run(
+            create_app(settings, lock_held=lock is not None),
+            host=host,
+            port=port,
+            log_level=log_level.lower(),
+            proxy_headers=False,
+        )
+    finally:
+        if lock is not None:
+            lock.close()
