@@ -13,7 +13,7 @@ policy ``auth.uid() = user_id``. Printed: requests per second of
 
 and api / raw, the ratio the data API is judged by.
 
-Run: ``.venv/bin/python benchmarks/rest.py [--seconds 10] [--connections 16]``.
+Run: ``.venv/bin/python benchmarks/rest.py [--seconds 10] [--connections 16] [--workers 1]``.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import psycopg
 from psycopg import sql
 
@@ -63,9 +64,9 @@ def free_port() -> int:
 
 
 def start_server(
-    database_url: str, data_dir: Path, port: int, control_database: str
+    database_url: str, data_dir: Path, port: int, control_database: str, workers: int
 ) -> subprocess.Popen[bytes]:
-    """Run one uvicorn process with the zbaas app, as ``zbaas serve`` would."""
+    """Run uvicorn with the zbaas app in ``workers`` processes, as ``zbaas serve`` would."""
     env = {
         **os.environ,
         "ZBAAS_DATABASE_URL": database_url,
@@ -76,6 +77,7 @@ def start_server(
     command = [
         sys.executable, "-m", "uvicorn", "--factory", "zbaas.app:create_app",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
+        "--workers", str(workers),
     ]  # fmt: skip
     process = subprocess.Popen(command, env=env)
     deadline = time.monotonic() + 120
@@ -250,9 +252,13 @@ def run_raw_load(
 
 
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far, from /proc (Linux only)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User plus system CPU time so far of a process and its live children (the workers)."""
+    process = psutil.Process(pid)
+    total = 0.0
+    for member in [process, *process.children(recursive=True)]:
+        times = member.cpu_times()
+        total += times.user + times.system
+    return total
 
 
 def measure(
@@ -280,6 +286,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each run, s")
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections")
+    parser.add_argument("--workers", type=int, default=1, help="API server processes")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="zbaas-bench-") as folder:
@@ -290,7 +297,9 @@ def main() -> None:
             database_url = embedded.start()
         port = free_port()
         control_database = f"zbaas_bench_{secrets.token_hex(4)}"
-        server = start_server(database_url, Path(folder) / "data", port, control_database)
+        server = start_server(
+            database_url, Path(folder) / "data", port, control_database, args.workers
+        )
         try:
             setup = prepare(f"http://127.0.0.1:{port}", database_url)
             # The raw runs connect as the superuser: RLS still applies to raw_tx
@@ -321,7 +330,10 @@ def main() -> None:
                 embedded.stop()
 
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-    print(f"connections: {args.connections}, {args.seconds:.0f} s per run, {ROWS} rows")
+    print(
+        f"connections: {args.connections}, {args.seconds:.0f} s per run, {ROWS} rows, "
+        f"{args.workers} API worker(s)"
+    )
     print(f"raw psycopg SELECT by primary key:      {raw:9.0f} req/s")
     print(f"raw psycopg, API transaction shape:     {raw_tx:9.0f} req/s")
     print(
