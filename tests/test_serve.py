@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import psycopg
 import pytest
 
@@ -21,7 +22,7 @@ from zbaas.platform.schema import SCHEMA_VERSIONS
 pytestmark = pytest.mark.slow
 
 
-def _serve(data_dir: Path, port: int) -> subprocess.Popen[str]:
+def _serve(data_dir: Path, port: int, *extra: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZBAAS_")}
     return subprocess.Popen(
         [
@@ -35,6 +36,7 @@ def _serve(data_dir: Path, port: int) -> subprocess.Popen[str]:
             str(port),
             "--log-level",
             "warning",
+            *extra,
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -133,3 +135,42 @@ def test_serve_restarts_on_existing_folder(
     finally:
         again.terminate()
         again.wait(timeout=60)
+
+
+def test_serve_with_two_workers_shares_one_postgres() -> None:
+    folder = Path(tempfile.mkdtemp(prefix="zbaas-test-serve-"))
+    data_dir = folder / "data"
+    port = free_port()
+    process = _serve(data_dir, port, "--workers", "2")
+    try:
+        _wait_healthy(process, port)
+        workers = [
+            child
+            for child in psutil.Process(process.pid).children(recursive=True)
+            if "postgres" not in child.name()
+        ]
+        assert len(workers) >= 2
+
+        base = f"http://127.0.0.1:{port}"
+        email = f"workers-{time.time_ns()}@example.com"
+        password = "correct horse battery"
+        signup = {"email": email, "password": password, "full_name": "W"}
+        assert httpx.post(f"{base}/auth/signup", json=signup, timeout=60).status_code == 201
+        # A connection each, so requests land on either worker; every one of them
+        # must accept the tokens the other signed.
+        for _ in range(6):
+            login = httpx.post(
+                f"{base}/auth/login", json={"email": email, "password": password}, timeout=60
+            )
+            assert login.status_code == 200
+            headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+            assert httpx.get(f"{base}/projects", headers=headers, timeout=60).status_code == 200
+
+        process.terminate()
+        process.wait(timeout=60)
+        assert not (data_dir / "postgres" / "postmaster.pid").exists()
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)

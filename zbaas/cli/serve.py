@@ -22,6 +22,14 @@ def serve(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="API server processes; more than one spreads requests over CPU cores. "
+            "With embedded PostgreSQL, one server is started for all of them.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the HTTP API, on embedded PostgreSQL unless ZBAAS_DATABASE_URL is set."""
     # The server's modules load only here, so that client commands start fast.
@@ -30,7 +38,7 @@ def serve(
     from zbaas import logs
     from zbaas.app import create_app
     from zbaas.config import Settings
-    from zbaas.postgres.embedded import DataDirInUse, lock_data_dir
+    from zbaas.postgres.embedded import DataDirInUse, EmbeddedPostgres, lock_data_dir
 
     logs.configure(log_level)
     if data_dir is not None:
@@ -42,14 +50,33 @@ def serve(
             lock = lock_data_dir(settings.data_dir)
         except DataDirInUse as exc:
             raise CliError(str(exc)) from None
+    embedded = None
     try:
+        if workers == 1:
+            uvicorn.run(
+                create_app(settings, lock_held=lock is not None),
+                host=host,
+                port=port,
+                log_level=log_level.lower(),
+                proxy_headers=False,
+            )
+            return
+        if settings.database_url is None:
+            # Workers are separate processes that each build the app, so they
+            # share one embedded server, started here, through its URL.
+            embedded = EmbeddedPostgres(settings.data_dir)
+            os.environ["ZBAAS_DATABASE_URL"] = embedded.start()
         uvicorn.run(
-            create_app(settings, lock_held=lock is not None),
+            "zbaas.app:create_app",
+            factory=True,
+            workers=workers,
             host=host,
             port=port,
             log_level=log_level.lower(),
             proxy_headers=False,
         )
     finally:
+        if embedded is not None:
+            embedded.stop()
         if lock is not None:
             lock.close()
