@@ -16,7 +16,9 @@ from zbaas.platform import accounts, keys, orgs, projects
 from zbaas.platform.security import api_key_type
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async, because FastAPI runs a plain def dependency in a worker thread, which
+    # costs every request a thread hand-off.
     return request.app.state.services  # type: ignore[no-any-return]
 
 
