@@ -76,12 +76,16 @@ async def start_services(
             await server.ensure_api_roles(conn)
         async with pools.admin(settings.control_database) as conn:
             await schema.upgrade(conn)
-            # Project roles must not reach the control database.
-            await conn.execute(
-                psycopg.sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC").format(
-                    psycopg.sql.Identifier(settings.control_database)
+            # Project roles must not reach the control database. Under the schema
+            # lock, because two processes revoking at once make PostgreSQL fail
+            # one with "tuple concurrently updated".
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (schema.SCHEMA_LOCK_KEY,))
+                await conn.execute(
+                    psycopg.sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC").format(
+                        psycopg.sql.Identifier(settings.control_database)
+                    )
                 )
-            )
         await pools.open()
     except BaseException:
         await pools.close()

@@ -4,11 +4,26 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from zbaas.cli.errors import CliError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+# Worker processes start fresh interpreters, so the log level reaches them here.
+WORKER_LOG_LEVEL = "ZBAAS_WORKER_LOG_LEVEL"
+
+
+def worker_app() -> FastAPI:
+    """Build the app in one worker process of ``zbaas serve --workers``."""
+    from zbaas import logs
+    from zbaas.app import create_app
+
+    logs.configure(os.environ.get(WORKER_LOG_LEVEL, "info"))
+    return create_app()
 
 
 def serve(
@@ -66,8 +81,9 @@ def serve(
             # share one embedded server, started here, through its URL.
             embedded = EmbeddedPostgres(settings.data_dir)
             os.environ["ZBAAS_DATABASE_URL"] = embedded.start()
+        os.environ[WORKER_LOG_LEVEL] = log_level
         uvicorn.run(
-            "zbaas.app:create_app",
+            "zbaas.cli.serve:worker_app",
             factory=True,
             workers=workers,
             host=host,

@@ -28,8 +28,10 @@ async def ensure_database(conn: psycopg.AsyncConnection, dbname: str) -> None:
     try:
         await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
         logger.info("created database %s", dbname)
-    except psycopg.errors.DuplicateDatabase:
-        pass  # another API process created it first
+    except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+        # Another API process created it first. When both passed the check at
+        # once, PostgreSQL reports the clash on pg_database's unique index.
+        pass
 
 
 async def ensure_api_roles(conn: psycopg.AsyncConnection) -> None:
