@@ -15,9 +15,11 @@ from psycopg import sql
 from zbaas.tenant.health import estimates
 from zbaas.tenant.health.model import Context, Finding, Section, Thresholds
 
-# Schemas that belong to PostgreSQL itself; every other schema of the database is reported.
+# Schemas that belong to PostgreSQL itself, and those zbaas manages (auth, storage,
+# zbaas_meta), whose tables the project's roles do not own and cannot fix. Every
+# other schema of the database is reported.
 SYSTEM_SCHEMA_FILTER = """
-    n.nspname NOT IN ('pg_catalog', 'information_schema')
+    n.nspname NOT IN ('pg_catalog', 'information_schema', 'auth', 'storage', 'zbaas_meta')
     AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
 """
 
