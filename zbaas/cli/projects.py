@@ -12,7 +12,7 @@ from zbaas.cli.client import Api, segment
 from zbaas.cli.common import JsonOpt, YesOpt, confirm, resolve_project
 from zbaas.cli.errors import CliError
 
-app = typer.Typer(help="Create, list, show, change and delete projects.", no_args_is_help=True)
+app = typer.Typer(help="Create, list, get, update and delete projects.", no_args_is_help=True)
 
 ProjectArg = Annotated[
     str | None,
