@@ -142,6 +142,25 @@ def test_health_reports_slow_query(
     assert any("slow_marker" in item["query"] for item in section["items"])
 
 
+def test_health_statements_enabled_by_api(
+    client: httpx.Client, user: dict[str, Any], project: dict[str, Any], db: psycopg.Connection
+) -> None:
+    if not statements_preloaded(db):
+        pytest.skip("pg_stat_statements is not preloaded on this server")
+    before = get_report(client, project, user["headers"])["sections"]["slow_queries"]
+    assert before["available"] is False
+    assert "extensions/pg_stat_statements/enable" in before["message"]
+
+    enabled = client.post(
+        f"/projects/{project['id']}/database/extensions/pg_stat_statements/enable",
+        headers=user["headers"],
+    )
+    assert enabled.status_code in (200, 201), enabled.text
+
+    after = get_report(client, project, user["headers"])["sections"]["slow_queries"]
+    assert after["available"] is True
+
+
 def test_health_old_statements_extension_unavailable(
     client: httpx.Client, user: dict[str, Any], project: dict[str, Any], db: psycopg.Connection
 ) -> None:

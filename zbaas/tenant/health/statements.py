@@ -75,7 +75,9 @@ def unavailable_section(context: Context) -> Section | None:
             status="ok",
             available=False,
             message=f"{EXTENSION} is loaded on this server but not created in database "
-            f"{context.database}. To enable it, have a superuser run there: {statements}",
+            f"{context.database}. To enable it, enable the extension {EXTENSION} of the "
+            f"project (POST .../database/extensions/{EXTENSION}/enable, or "
+            f"zbaas extensions enable {EXTENSION}), or have a superuser run there: {statements}",
             summary={"enable_sql": statements},
         )
     return None
