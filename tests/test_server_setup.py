@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import time
 import uuid
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -55,3 +59,22 @@ def test_concurrent_start_on_one_server(settings: Settings, server_url: str) -> 
             asyncio.run(_start_concurrently(fresh, 8))
     finally:
         drop_leftovers(server_url, fresh.control_database)
+
+
+def _resolve_key(data_dir: str, start: float) -> str:
+    while time.monotonic() < start:
+        pass
+    return Settings(data_dir=Path(data_dir), secret_key=None).resolved_secret_key
+
+
+def test_processes_agree_on_generated_secret_key(tmp_path: Path) -> None:
+    for attempt in range(5):
+        data_dir = tmp_path / f"data-{attempt}"
+        start = time.monotonic() + 1.0
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(6, mp_context=context) as pool:
+            keys = list(pool.map(_resolve_key, [str(data_dir)] * 6, [start] * 6))
+
+        assert len(set(keys)) == 1
+        assert len(keys[0]) >= 32
+        assert sorted(path.name for path in data_dir.iterdir()) == ["secret_key"]

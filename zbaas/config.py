@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from functools import cached_property
 from pathlib import Path
@@ -115,11 +116,17 @@ class Settings(BaseSettings):
         path = self.data_dir / SECRET_KEY_FILE
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not path.exists():
-            # O_EXCL: two processes starting at once agree on the first key written.
+            # The key is written whole to a file of its own, then linked into place.
+            # A link fails when the name exists, so processes starting at once agree
+            # on the first key published, and none reads a half-written file.
+            draft = self.data_dir / f".{SECRET_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
             try:
-                with open(path, "x", encoding="ascii") as handle:
+                fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w", encoding="ascii") as handle:
                     handle.write(secrets.token_urlsafe(48))
-                path.chmod(0o600)
+                os.link(draft, path)
             except FileExistsError:
                 pass
+            finally:
+                draft.unlink(missing_ok=True)
         return path.read_text(encoding="ascii").strip()

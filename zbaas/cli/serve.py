@@ -81,6 +81,8 @@ def serve(
             # share one embedded server, started here, through its URL.
             embedded = EmbeddedPostgres(settings.data_dir)
             os.environ["ZBAAS_DATABASE_URL"] = embedded.start()
+        # Made here, before the workers start, so they all read the same key.
+        settings.resolved_secret_key  # noqa: B018
         os.environ[WORKER_LOG_LEVEL] = log_level
         uvicorn.run(
             "zbaas.cli.serve:worker_app",
