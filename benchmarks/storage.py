@@ -25,13 +25,12 @@ import hashlib
 import os
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import boto3
@@ -40,40 +39,16 @@ import psutil
 from boto3.s3.transfer import TransferConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _support import free_port, postgres_server, sign_in, zbaas_server  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _support import postgres_server, sign_in, zbaas_server  # noqa: E402
+
+from tests.conftest import moto_server  # noqa: E402
 
 MB = 1024 * 1024
 CLIENT_CHUNK = MB
 SAMPLE_SECONDS = 0.01
 TARGET_RSS_MB = 100
 BUCKET = "default"
-
-
-@contextmanager
-def moto_server() -> Iterator[str]:
-    """Run an S3-compatible server (moto) on loopback and return its endpoint URL."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{url}/moto-api/", timeout=2).raise_for_status()
-                break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the S3 server (moto) did not start")
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 class PeakRss:

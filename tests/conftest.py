@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -125,13 +126,12 @@ def drop_leftovers(server_url: str, control_database: str) -> None:
             )
 
 
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[str]:
-    """Endpoint URL of an S3-compatible server (moto) on loopback, for the whole run.
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """Run an S3-compatible server (moto) on loopback and return its endpoint URL.
 
     moto keeps objects in its own process (in memory, large ones in temporary
     files), accepts any credentials and rejects parts under 5 MiB as S3 does.
-    Each test names a bucket of its own.
     """
     port = free_port()
     process = subprocess.Popen(
@@ -149,12 +149,19 @@ def s3_server() -> Iterator[str]:
             except httpx.TransportError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the S3 test server (moto) did not start")
+                raise RuntimeError("the S3 server (moto) did not start within 60 s")
             time.sleep(0.1)
         yield url
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """Endpoint URL of the moto S3 server for the whole run; each test names its own bucket."""
+    with moto_server() as url:
+        yield url
 
 
 def s3_settings(endpoint_url: str, bucket: str | None = None) -> dict[str, Any]:

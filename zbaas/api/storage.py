@@ -493,23 +493,11 @@ async def download_public(
     return await object_response(request, services, project, obj, download)
 
 
-@router.get("/object/authenticated/{bucket_id}/{name:objectpath}")
-@router.head("/object/authenticated/{bucket_id}/{name:objectpath}")
-async def download_authenticated(
-    bucket_id: str,
-    name: str,
-    request: Request,
-    services: ServicesDep,
-    download: str | None = None,
-) -> Response:
-    project, caller = await storage_caller(request, services)
-    obj = await storage.get_object(services, project, caller, bucket_id, name)
-    return await object_response(request, services, project, obj, download)
-
-
 # --- object routes by bucket ---------------------------------------------------
 
 
+@router.get("/object/authenticated/{bucket_id}/{name:objectpath}")
+@router.head("/object/authenticated/{bucket_id}/{name:objectpath}")
 @router.get("/object/{bucket_id}/{name:objectpath}")
 @router.head("/object/{bucket_id}/{name:objectpath}")
 async def download(
