@@ -242,7 +242,7 @@ def _commands(group: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return found
 
 
-def test_every_command_has_json_and_help_on_each_option() -> None:
+def test_commands_have_json_and_help() -> None:
     commands = _commands(typer.main.get_command(app))
 
     without_json = [

@@ -683,7 +683,7 @@ def test_database_made_before_storage_gets_the_schema(
     assert uploaded.status_code == 200
 
 
-def test_storage_schema_made_by_user_sql_is_not_taken_over(
+def test_user_storage_schema_not_taken_over(
     http: httpx.Client,
     fresh: ProjectHandle,
     server_url: str,

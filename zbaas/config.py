@@ -86,7 +86,7 @@ class Settings(BaseSettings):
         description="S3 endpoint, for MinIO, R2 or another S3-compatible store; unset is AWS.",
     )
     s3_bucket: str | None = Field(
-        default=None, description="S3 bucket that holds every project's objects."
+        default=None, description="S3 bucket that stores every project's objects."
     )
     s3_region: str | None = Field(default=None, description="S3 region.")
     s3_access_key_id: str | None = Field(

@@ -2,7 +2,7 @@
 
 The ``apikey`` header names the project, as for the data API. An end-user JWT
 in ``Authorization`` makes the caller that user, and ``zbaas.tenant.storage``
-holds the access rules. Signed URLs carry their project in the token, so they
+enforces the access rules. Signed URLs carry their project in the token, so they
 work without a key. Request and response bodies have the shapes that the
 Supabase storage clients send and read. Errors keep zbaas's shape, which those
 clients raise as ``StorageApiError`` with the HTTP status.
@@ -390,7 +390,7 @@ def signed_path(kind: str, bucket_id: str, name: str, token: str) -> str:
 async def sign_one(
     bucket_id: str, name: str, body: SignBody, request: Request, services: ServicesDep
 ) -> JSONResponse:
-    """A signed download URL, valid for ``expiresIn`` seconds, that needs no key."""
+    """Sign a download URL, valid for ``expiresIn`` seconds, that needs no key."""
     project, caller = await storage_caller(request, services)
     [token] = await storage.sign_download(
         services, project, caller, bucket_id, [name], body.expiresIn
@@ -423,7 +423,7 @@ async def get_signed(
 async def sign_upload(
     bucket_id: str, name: str, request: Request, services: ServicesDep
 ) -> JSONResponse:
-    """A signed upload URL, valid for two hours, that needs no key."""
+    """Sign an upload URL, valid for two hours, that needs no key."""
     project, caller = await storage_caller(request, services)
     upsert = request.headers.get("x-upsert") == "true"
     token = await storage.sign_upload(services, project, caller, bucket_id, name, upsert=upsert)
@@ -470,7 +470,7 @@ async def info_authenticated(
 
 @router.get("/object/info/{bucket_id}/{name:objectpath}")
 async def info(bucket_id: str, name: str, request: Request, services: ServicesDep) -> JSONResponse:
-    """An object's size, type, ETag, metadata and times."""
+    """Return an object's size, type, ETag, metadata and times."""
     return await object_info(bucket_id, name, request, services, public=False)
 
 
@@ -622,10 +622,10 @@ class Unsatisfiable(Exception):
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """The inclusive byte range of a single-range ``Range`` header, or None for all.
+    """Return the inclusive byte range of a single-range ``Range`` header, or None for all.
 
-    Headers that are not one ``bytes=`` range are ignored, as RFC 9110 allows;
-    a range that starts past the end raises :class:`Unsatisfiable`.
+    Headers that are not one ``bytes=`` range are ignored, as RFC 9110 allows. A
+    range that starts past the end raises :class:`Unsatisfiable`.
     """
     if header is None:
         return None
@@ -663,7 +663,7 @@ async def object_response(
     obj: StoredObject,
     download: str | None,
 ) -> Response:
-    """The object's bytes, or the part that ``Range`` asks for, streamed from the backend."""
+    """The object's bytes, or the part that ``Range`` requests, streamed from the backend."""
     etag = f'"{obj.etag}"'
     headers = {
         "ETag": etag,

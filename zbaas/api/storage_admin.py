@@ -93,7 +93,7 @@ async def project_access(project_id: UUID, request: Request, services: Services)
 async def list_buckets(
     project_id: UUID, request: Request, services: ServicesDep
 ) -> list[BucketResponse]:
-    """The project's buckets; every project has ``default``."""
+    """List the project's buckets; every project has ``default``."""
     access = await project_access(project_id, request, services)
     return [_bucket(b) for b in await storage.list_buckets(services, access.project)]
 

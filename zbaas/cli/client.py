@@ -230,7 +230,7 @@ class Api:
     def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
         """Send a request and yield its response unread; an error status raises first."""
         # NOTE: a streamed upload body cannot be sent twice, so an access token that the
-        # server rejects here is not refreshed and retried; only the refresh shortly
+        # server rejects here is not refreshed and retried. Only the refresh shortly
         # before expiry applies.
         headers = {**kwargs.pop("headers", {}), **self._auth_headers()}
         request = self.http.build_request(method, path, headers=headers, **kwargs)

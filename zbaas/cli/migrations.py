@@ -127,7 +127,7 @@ def new(
 ) -> None:
     """Create a pending migration from files, or in $EDITOR when --up is not given.
 
-    The server returns squawk's warnings on the up SQL; they never block it.
+    The server returns squawk's lint warnings on the up SQL; warnings do not block creation.
     """
     edited = None
     if up is None:

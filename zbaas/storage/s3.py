@@ -8,9 +8,9 @@ grant the credentials ``s3:CreateBucket`` or create the bucket beforehand.
 
 An upload that is cut short (too large, a failing stream, a cancelled request)
 aborts its multipart upload, so the store keeps no part of it. A process that
-dies in the middle of an upload cannot abort it: a lifecycle rule on the
-bucket, "abort incomplete multipart uploads after 1 day", clears such parts;
-deleting a project also aborts the uploads under its prefix.
+dies in the middle of an upload cannot abort it. A lifecycle rule on the
+bucket, "abort incomplete multipart uploads after 1 day", clears such parts,
+and deleting a project also aborts the uploads under its prefix.
 """
 
 from __future__ import annotations

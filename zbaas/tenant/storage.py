@@ -13,8 +13,8 @@ The access rules are therefore enforced here rather than by row-level security:
   bucket; anonymous callers may do nothing else;
 - only the secret key creates, changes, empties and deletes buckets.
 
-Every upload streams into a fresh blob first; its metadata row is written
-afterwards in one short transaction that holds a per-project advisory lock, so
+Every upload streams into a fresh blob first. Its metadata row is written
+afterwards in one short transaction under a per-project advisory lock, so
 concurrent uploads cannot together exceed the quota. A rejected upload leaves
 no blob and no row behind.
 """
@@ -379,7 +379,7 @@ async def empty_bucket(services: Services, project: Project, caller: Caller, buc
 async def delete_bucket(
     services: Services, project: Project, caller: Caller, bucket_id: str
 ) -> None:
-    """Delete an empty bucket; one that holds objects is 409."""
+    """Delete an empty bucket; a bucket that still contains objects is 409."""
     caller.check_manage("delete buckets")
     async with metadata(services, project) as conn, conn.transaction():
         await _bucket(conn, bucket_id, lock=True)
@@ -713,7 +713,7 @@ async def list_objects(
     limit: int,
     cursor: str,
 ) -> tuple[list[StoredObject], str | None]:
-    """Every object whose name starts with ``prefix``, by name, after ``cursor``.
+    """List the objects whose names start with ``prefix``, by name, after ``cursor``.
 
     Returns the page and the cursor of the next one (None on the last page).
     """
@@ -958,7 +958,7 @@ async def sign_upload(
 
 @dataclass
 class Grant:
-    """What a valid signed URL allows, and in which project."""
+    """Permission that a valid signed URL grants, and its project."""
 
     project: Project
     caller: Caller
